@@ -1,0 +1,199 @@
+"""What ``keystile`` prints: records as JSON objects and tables, and ``explain``.
+
+Kept apart from :mod:`keystile.cli` (which parses arguments and runs
+commands) so that the output formats can be read, and changed, in one place.
+Nothing here ever sees a secret except :func:`key_json`, which adds the one it
+is handed (``keys create`` and ``keys rotate``); digests and imported hashes
+are never printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from keystile.config import Config, RouteConfig
+from keystile.routes import RouteMatch
+from keystile.sansio import normalize_path
+from keystile.stores.base import KeyRecord
+
+__all__ = ["explain", "iso", "key_json", "key_table", "safe_url"]
+
+
+def iso(when: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z`` (``2026-03-29T10:30:00Z``), or None."""
+    if when is None:
+        return None
+    if when.tzinfo is None:  # stores hand back UTC; a naive value is UTC too
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_json(record: KeyRecord, secret: str | None = None) -> dict[str, Any]:
+    """A key as a JSON object: every public field, the secret only when given."""
+    data: dict[str, Any] = {"id": record.id}
+    if secret is not None:
+        data["secret"] = secret
+    data.update(
+        name=record.name,
+        prefix=record.prefix,
+        last4=record.last4,
+        scopes=list(record.scopes),
+        org=record.org,
+        user=record.owner,
+        kind=record.kind,
+        type=record.type,
+        plan=record.plan,
+        rate_limit=record.rate_limit,
+        allowed_origins=list(record.allowed_origins),
+        restrictions={k: list(v) for k, v in record.restrictions.items()},
+        metadata=_thaw(record.metadata),
+        created_by=record.created_by,
+        created_at=iso(record.created_at),
+        expires_at=iso(record.expires_at),
+        last_used_at=iso(record.last_used_at),
+        revoked_at=iso(record.revoked_at),
+        rotated_from=record.rotated_from,
+    )
+    return data
+
+
+def _thaw(value: Any) -> Any:
+    """Frozen metadata (mapping proxies, tuples) back into JSON types."""
+    if isinstance(value, str) or value is None:
+        return value
+    if hasattr(value, "items"):
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+_COLUMNS = ("ID", "NAME", "PREFIX", "ORG", "KIND", "SCOPES", "EXPIRES", "LAST USED")
+
+
+def key_table(records: Sequence[KeyRecord]) -> str:
+    """The aligned table of ``keys list`` (never a secret: only the display prefix)."""
+    rows = [_COLUMNS] + [
+        (
+            r.id,
+            r.name,
+            r.prefix,
+            r.org,
+            r.kind if r.type == "secret" else f"{r.kind}/{r.type}",
+            ",".join(r.scopes) or "-",
+            iso(r.expires_at) or "never",
+            iso(r.last_used_at) or "never",
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def safe_url(url: str) -> str:
+    """A store URL fit to print: the password, if any, masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+# -- explain ---------------------------------------------------------------------
+
+
+def explain(config: Config, method: str, target: str) -> str:
+    """What the middleware would require of ``METHOD PATH``, as plain text.
+
+    The path goes through the same normalisation as a request (a path the
+    pipeline refuses with 400 is reported as such); the query string, if
+    any, is ignored as the router ignores it.
+    """
+    method = method.upper()
+    lines = [f"{method} {target}"]
+    path = normalize_path(target.encode("utf-8"), percent_encoded=True)
+    if path is None:
+        lines.append(
+            "refused with 400 before matching: malformed path "
+            "(dot-segments, '//', encoded slash or control characters)"
+        )
+        return "\n".join(lines)
+    # HEAD is checked as GET, as the pipeline does.
+    match = config.route_table.match("GET" if method == "HEAD" else method, path)
+    if match is None:
+        lines.append(f"no rule matches; default: {config.default}")
+        lines.append(f"  {_DEFAULTS[config.default]}")
+        if config.default == "authenticated":
+            lines += _limit_lines(config, None)
+        return "\n".join(lines)
+    lines += _rule_lines(config, match)
+    return "\n".join(lines)
+
+
+_DEFAULTS = {
+    "deny": "refused with 403 FORBIDDEN, whatever key is sent",
+    "authenticated": "any valid key passes; no scope is required",
+    "public": "passes without a key; nothing is counted",
+}
+
+
+def _rule_lines(config: Config, match: RouteMatch) -> list[str]:
+    rule = match.rule
+    where = f"{config.source or '<config>'}:{rule.line}" if rule.line else config.source
+    methods = ", ".join(rule.methods) if rule.methods else "any method"
+    lines = [f"rule:      {rule.path} [{methods}]" + (f" ({where})" if where else "")]
+    if match.params:
+        lines.append("params:    " + ", ".join(f"{k}={v}" for k, v in match.params.items()))
+    lines.append(f"public:    {'yes' if rule.public else 'no'}")
+    if rule.public:
+        lines.append("  no key needed; nothing is counted")
+        return lines
+    lines.append(f"scopes:    {_scopes_text(rule)}")
+    if rule.org_param:
+        value = match.params.get(rule.org_param, "{" + rule.org_param + "}")
+        lines.append(f"org_param: {rule.org_param} (the key's org must be {value})")
+    else:
+        lines.append("org_param: -")
+    if rule.embed:
+        lines.append("embed:     yes (embed keys only, GET/HEAD, within their restrictions)")
+    lines += _limit_lines(config, rule)
+    return lines
+
+
+def _scopes_text(rule: RouteConfig) -> str:
+    parts = []
+    if rule.scopes:
+        parts.append("all of: " + ", ".join(rule.scopes))
+    if rule.scopes_any:
+        parts.append("any of: " + ", ".join(rule.scopes_any))
+    return "; ".join(parts) or "none (any valid key)"
+
+
+def _limit_lines(config: Config, rule: RouteConfig | None) -> list[str]:
+    limits = config.limits
+    plans = ", ".join(f"{name}={value}" for name, value in sorted(limits.plans.items()))
+    rows = [
+        ("route", f"{rule.limit} per key" if rule is not None and rule.limit else "-"),
+        (
+            "key default",
+            f"{limits.key} (a key's own rate_limit replaces it)"
+            if limits.key
+            else "- (only a key's own rate_limit)",
+        ),
+        ("org", f"{limits.org} shared by the org's keys" if limits.org else "-"),
+        ("plans", f"{plans} (by the key's plan)" if plans else "-"),
+        (
+            "failed_auth",
+            f"{limits.failed_auth} per client address, counting 401s"
+            if limits.failed_auth
+            else "-",
+        ),
+    ]
+    return ["limits:"] + [f"  {name + ':':<13}{text}" for name, text in rows]

@@ -1,0 +1,159 @@
+"""The ASGI door: a pure ASGI middleware (Starlette, FastAPI, any ASGI app).
+
+It translates a scope into a ``RequestView``, awaits the one decision, and
+either answers the refusal itself or calls the app with the principal in
+``scope["state"]["api_key"]`` and the rate-limit headers added to the
+response start. The body is never touched, so streaming responses stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from keystile.engine import Keystile
+from keystile.pipeline import Refusal
+from keystile.responses import render_refusal
+from keystile.sansio import RequestView, strip_query_param
+
+__all__ = ["KeystileMiddleware", "view_from_scope"]
+
+logger = logging.getLogger("keystile")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def view_from_scope(scope: Scope) -> RequestView:
+    headers: dict[str, list[str]] = {}
+    for name, value in scope.get("headers", ()):
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        path, encoded = bytes(raw_path), True
+    else:
+        path, encoded = scope.get("path", "/").encode("utf-8", "surrogateescape"), False
+    client = scope.get("client")
+    return RequestView(
+        method="GET" if scope["type"] == "websocket" else scope.get("method", "GET"),
+        path=path,
+        path_encoded=encoded,
+        root_path=scope.get("root_path", ""),
+        query_string=scope.get("query_string", b""),
+        headers=headers,
+        client=client[0] if client else None,
+        websocket=scope["type"] == "websocket",
+    )
+
+
+class KeystileMiddleware:
+    """Authenticate, authorize and rate-limit every HTTP and websocket request.
+
+    >>> app.add_middleware(KeystileMiddleware, config="keystile.yaml")  # doctest: +SKIP
+
+    ``config`` is a YAML path, a mapping of the same shape, or a
+    ``Keystile`` engine (to share one engine between apps and tests). The
+    config is validated here, at start: a bad one raises ``ConfigError``.
+
+    Security caveat: behind a proxy, list it in ``trusted_proxies``, or every
+    client shares the proxy's failed-auth budget.
+    """
+
+    def __init__(self, app: ASGIApp, config: Any = None, *, engine: Keystile | None = None) -> None:
+        self.app = app
+        if engine is None:
+            engine = config if isinstance(config, Keystile) else Keystile(_config_or_env(config))
+        self.ks = engine
+        self.errors = engine.config.errors
+        _warn_memory_limiter(engine)
+
+    def __repr__(self) -> str:
+        return f"KeystileMiddleware({self.ks!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        decision = await self.ks.adecide(view_from_scope(scope))
+        if isinstance(decision, Refusal):
+            await self._refuse(scope, send, decision)
+            return
+        if decision.principal is not None:
+            state = scope.get("state")
+            scope = dict(scope)
+            scope["state"] = {**(state or {}), "api_key": decision.principal}
+        if decision.strip_embed_token:
+            scope = _without_embed_token(scope)
+        extra = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in decision.headers]
+        if not extra or kind != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
+        status, headers, body = render_refusal(refusal, self.errors)
+        raw = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        if scope["type"] == "websocket":
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({"type": "websocket.http.response.start", "status": status,
+                            "headers": raw})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                # 1008: policy violation, the closest close code to a 401/403.
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                # Write pending last_used_at before the server exits.
+                import anyio.to_thread
+
+                await anyio.to_thread.run_sync(self.ks.flush)
+            return message
+
+        return wrapped
+
+
+def _without_embed_token(scope: Scope) -> Scope:
+    scope = dict(scope)
+    scope["query_string"] = strip_query_param(scope.get("query_string", b""), "token")
+    scope["headers"] = [(n, v) for n, v in scope.get("headers", ()) if n.lower() != b"x-embed-token"]
+    return scope
+
+
+def _config_or_env(config: Any) -> Any:
+    if config is not None:
+        return config
+    from keystile.engine import config_path_from_env
+
+    return str(config_path_from_env())
+
+
+def _warn_memory_limiter(engine: Keystile) -> None:
+    workers = os.environ.get("WEB_CONCURRENCY") or os.environ.get("UVICORN_WORKERS")
+    if engine.config.limiter.storage.startswith("memory") and workers and workers != "1":
+        logger.warning(
+            "limiter.storage is memory:// but %s worker processes run: each counts on its "
+            "own, so every limit is multiplied by the number of workers; use redis://",
+            workers,
+        )

@@ -1,0 +1,422 @@
+"""The ``keystile`` command (also ``python -m keystile``).
+
+Usage::
+
+    keystile [--config PATH] keys create --name NAME [--scope S ...] [--preset P]
+                                         [--org ORG] [--user U] [--expires-in-days N]
+                                         [--rate-limit 100/hour] [--plan P]
+                                         [--type secret|publishable|embed]
+                                         [--allowed-origin HOST ...] [--json]
+    keystile keys list [--org ORG] [--json]
+    keystile keys revoke KEY_ID [--json]
+    keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
+    keystile keys rotate KEY_ID [--grace 24h] [--json]
+    keystile db init
+    keystile check
+    keystile explain METHOD PATH
+
+``--config`` may come before or after the command; without it the config is
+``$KEYSTILE_CONFIG``, then ``./keystile.yaml``. ``check`` and ``explain``
+read only the config; the other commands also need the pepper (the variable
+the config's ``pepper_env`` names) and the store.
+
+Decisions worth knowing:
+
+- ``keys update --scope`` replaces the key's scopes (it does not add to
+  them); ``--rate-limit none`` removes the key's own limit so that
+  ``limits.key`` applies again.
+- ``keys create`` prints the secret once, on stdout only; with ``--json`` as
+  the ``secret`` field of the one JSON object printed. No other command
+  prints a secret (``rotate`` prints the new key's), and nothing secret ever
+  goes to stderr. ``--json`` objects carry every public field of the key,
+  never its digest; times are ISO 8601 UTC (``2026-03-29T10:30:00Z``) or null.
+- A ``memory://`` store lives and dies with the process, so key commands on
+  it warn that their keys are gone when the command exits.
+
+Exit status:
+
+====  ==========================================================================
+0     success (``explain`` of an unmatched path included)
+1     a failed check: invalid or missing config, bad YAML, missing pepper;
+      unknown or inactive key id; a conflict (one user key per user and org)
+2     usage or input error: unknown option, empty or over-long name, days
+      outside 1 to 365, malformed scope, bad rate limit or grace, unknown preset
+3     the store is unreachable (or its driver is not installed)
+130   interrupted
+====  ==========================================================================
+
+Every error is one line on stderr, ``keystile: error: ...``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from keystile import _cli_format as fmt
+from keystile.__about__ import __version__
+from keystile.config import load_config
+from keystile.engine import Keystile, config_path_from_env
+from keystile.errors import (
+    ConfigError,
+    KeyConflict,
+    KeyInputError,
+    KeyNotFound,
+    KeystileError,
+    ServiceUnavailable,
+)
+from keystile.stores import is_memory_url
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+# The key API names its bad argument (KeyInputError.field); say it as the flag.
+_FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin"}
+_FLAGS.update(
+    (field, "--" + field.replace("_", "-"))
+    for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
+)
+_FLAGS.update(type="--type", grace="--grace")
+SAVE_NOW = "Save this key now: it won't be shown again."
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+class CommandError(Exception):
+    """A failure the command reports as one line, with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``keystile: error:`` line and status 2.
+
+    argparse would print the usage, then ``keystile keys create: error:``, and
+    exit from deep inside ``parse_args``; raising lets ``main`` return instead.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = config_path_from_env(getattr(args, "config", None))
+    if not path.is_file():
+        raise CommandError(f"no config file at {path} (pass --config PATH or set KEYSTILE_CONFIG)")
+    return path
+
+
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Keystile]:
+    """The engine for one command, closed at the end (which flushes last_used_at)."""
+    ks = Keystile(_config_path(args))
+    try:
+        if is_memory_url(ks.config.store):
+            _warn(
+                f"store {ks.config.store} keeps keys in this process only; "
+                "they are gone when this command exits"
+            )
+        yield ks
+    finally:
+        ks.close()
+
+
+def _print_json(out: TextIO, data: Any) -> None:
+    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
+    options: dict[str, Any] = {
+        "scopes": args.scope or [],
+        "preset": args.preset,
+        "org": args.org,
+        "user": args.user,
+        "type": args.type,
+        "expires_in_days": args.expires_in_days,
+        "rate_limit": args.rate_limit,
+        "plan": args.plan,
+        "allowed_origins": args.allowed_origin,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    with _engine(args) as ks:
+        new = ks.keys.create(args.name, **options)
+    record = new.record
+    if args.json:
+        _print_json(out, fmt.key_json(record, new.secret))
+        return EXIT_OK
+    owner = f"user {record.owner}" if record.owner else "bot"
+    out.write(
+        f'Created key {record.id} "{record.name}" for org {record.org} '
+        f"({owner}, {record.type} key)\n"
+    )
+    out.write(f"  scopes:  {', '.join(record.scopes) or '-'}\n")
+    out.write(f"  expires: {fmt.iso(record.expires_at) or 'never'}\n\n")
+    out.write(f"  {new.secret}\n\n{SAVE_NOW}\n")
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _engine(args) as ks:
+        records = ks.keys.list(org=args.org)
+    if args.json:
+        _print_json(out, [fmt.key_json(r) for r in records])
+    elif records:
+        out.write(fmt.key_table(records) + "\n")
+    else:
+        out.write("no active keys" + (f" in org {args.org}" if args.org else "") + "\n")
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
+    with _engine(args) as ks:
+        record = ks.keys.revoke(args.key_id)
+    if args.json:
+        _print_json(out, fmt.key_json(record))
+    else:
+        out.write(f'Revoked key {record.id} "{record.name}" (org {record.org})\n')
+    return EXIT_OK
+
+
+def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
+    changes: dict[str, Any] = {}
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.scope is not None:
+        changes["scopes"] = args.scope
+    if args.rate_limit is not None:
+        changes["rate_limit"] = None if args.rate_limit.lower() == "none" else args.rate_limit
+    if not changes:
+        raise CommandError("nothing to update: give --name, --scope or --rate-limit", EXIT_USAGE)
+    with _engine(args) as ks:
+        record = ks.keys.update(args.key_id, **changes)
+    if args.json:
+        _print_json(out, fmt.key_json(record))
+    else:
+        out.write(
+            f'Updated key {record.id} "{record.name}"\n'
+            f"  scopes:     {', '.join(record.scopes) or '-'}\n"
+            f"  rate limit: {record.rate_limit or 'default'}\n"
+        )
+    return EXIT_OK
+
+
+def _keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    with _engine(args) as ks:
+        new = ks.keys.rotate(args.key_id, grace=args.grace)
+        old = ks.keys.get(args.key_id)
+    # No grace revokes the old key at once; otherwise it expires after the grace.
+    until = fmt.iso(old.revoked_at or old.expires_at)
+    if args.json:
+        data = fmt.key_json(new.record, new.secret)
+        data["previous_expires_at"] = until
+        _print_json(out, data)
+        return EXIT_OK
+    fate = "is revoked now" if old.revoked_at else f"stays valid until {until}"
+    out.write(
+        f'Rotated key {old.id} -> {new.id} "{new.record.name}"\n'
+        f"  the old key {fate}\n\n"
+        f"  {new.secret}\n\n{SAVE_NOW}\n"
+    )
+    return EXIT_OK
+
+
+def _db_init(args: argparse.Namespace, out: TextIO) -> int:
+    with _engine(args) as ks:
+        if is_memory_url(ks.config.store):
+            out.write(f"{ks.config.store} has no tables to create\n")
+            return EXIT_OK
+        ks.init_store()
+    out.write(f"ok: created the key tables in {fmt.safe_url(ks.config.store)}\n")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    path = _config_path(args)
+    config = load_config(path)
+    count = len(config.routes)
+    out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    if not re.fullmatch(r"[A-Za-z]{1,20}", args.method):
+        raise CommandError(f"{args.method!r} is not an HTTP method such as GET", EXIT_USAGE)
+    if not args.path.startswith("/"):
+        raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
+    config = load_config(_config_path(args))
+    out.write(fmt.explain(config, args.method, args.path) + "\n")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from keystile.demo import run
+
+    return run(host=args.host, port=args.port, directory=args.dir, out=out)
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``keystile`` (each leaf sets ``func``)."""
+    # SUPPRESS: a --config given after the command must not be reset by the
+    # top-level default, and vice versa.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the YAML config (default: $KEYSTILE_CONFIG, then ./keystile.yaml)",
+    )
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    parser = _Parser(
+        prog="keystile",
+        parents=[common],
+        description="API keys, scopes and rate limits: manage keys, check the config.",
+    )
+    parser.add_argument("--version", action="version", version=f"keystile {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    keys = commands.add_parser(
+        "keys", parents=[common], help="create, list, revoke, update, rotate API keys"
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    both = [common, as_json]
+
+    create = key_commands.add_parser("create", parents=both, help="mint a key (secret shown once)")
+    create.add_argument("--name", required=True, help="1 to 100 characters")
+    create.add_argument("--scope", action="append", metavar="S", help="a scope (repeatable)")
+    create.add_argument("--preset", metavar="read-only|full", help="scopes from a config preset")
+    create.add_argument("--org", help="the key's organization (default: 'default')")
+    create.add_argument("--user", metavar="U", help="owner user; omit for a bot key")
+    create.add_argument("--expires-in-days", type=int, metavar="N", help="1 to 365")
+    create.add_argument("--rate-limit", metavar="100/hour", help="replaces limits.key")
+    create.add_argument("--plan", metavar="P", help="a plan of limits.plans")
+    create.add_argument("--type", choices=("secret", "publishable", "embed"))
+    create.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="HOST",
+        help="origin host for publishable/embed keys (repeatable)",
+    )
+    create.set_defaults(func=_keys_create)
+
+    listing = key_commands.add_parser("list", parents=both, help="active keys, never a secret")
+    listing.add_argument("--org", help="only this organization's keys")
+    listing.set_defaults(func=_keys_list)
+
+    revoke = key_commands.add_parser("revoke", parents=both, help="revoke a key now")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(func=_keys_revoke)
+
+    update = key_commands.add_parser("update", parents=both, help="rename, rescope, relimit")
+    update.add_argument("key_id", metavar="KEY_ID")
+    update.add_argument("--name", metavar="N")
+    update.add_argument(
+        "--scope",
+        action="append",
+        metavar="S",
+        help="the new scopes, replacing the old ones (repeatable)",
+    )
+    update.add_argument("--rate-limit", metavar="R", help="a limit such as 100/hour, or none")
+    update.set_defaults(func=_keys_update)
+
+    rotate = key_commands.add_parser("rotate", parents=both, help="new secret; old one expires")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument(
+        "--grace", default="24h", help="how long the old secret keeps working (default: 24h)"
+    )
+    rotate.set_defaults(func=_keys_rotate)
+
+    db = commands.add_parser("db", parents=[common], help="the key store")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser("init", parents=[common], help="create the store's tables").set_defaults(
+        func=_db_init
+    )
+
+    check = commands.add_parser("check", parents=[common], help="validate the config")
+    check.set_defaults(func=_check)
+
+    explain = commands.add_parser(
+        "explain", parents=[common], help="the rule, scopes and limits for a request"
+    )
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("path", metavar="PATH")
+    explain.set_defaults(func=_explain)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="serve the example app with a minted key"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--dir", default="keystile-demo", help="where the demo keeps its SQLite file")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"keystile: warning: {message}\n")
+
+
+def _fail(message: str, status: int) -> int:
+    # Only the first line: a message is one line by contract, whatever its source.
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    sys.stderr.write(f"keystile: error: {first}\n")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``keystile`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except CommandError as exc:
+        return _fail(str(exc), exc.status)
+    except SystemExit as exc:  # --help and --version exit from inside argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    command: Command = args.func
+    try:
+        return command(args, sys.stdout)
+    except CommandError as exc:
+        return _fail(str(exc), exc.status)
+    except KeyInputError as exc:
+        flag = _FLAGS.get(exc.field or "")
+        return _fail(f"argument {flag}: {exc}" if flag else str(exc), EXIT_USAGE)
+    except (KeyNotFound, KeyConflict, ConfigError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except ServiceUnavailable as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except KeystileError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # `keystile keys list | head`: the reader left. Point stdout at devnull
+        # so that the interpreter's final flush does not fail in its turn.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        return _fail(exc.strerror or str(exc), EXIT_FAILED)
+    except Exception as exc:  # a bug: still one line, naming the exception, no traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -1,0 +1,665 @@
+"""YAML (or a mapping) -> validated, immutable configuration.
+
+Every mistake is a :class:`~keystile.errors.ConfigError` that says
+``file:line``: the YAML is read with a loader that remembers where each
+mapping, key and list item starts, so ``keystile check`` and a refused start
+point at the line to fix rather than at a Python traceback. A mapping given
+from Python is validated the same way, without lines.
+
+Validation is strict on purpose: an unknown key (``limiter: {stratgy: ...}``)
+is an error, not a silently ignored setting, because in an auth config a
+typo usually means a protection the operator believes is on but is not.
+
+Usage::
+
+    config = load_config("keystile.yaml")
+    config.route_table.match("GET", "/api/v1/events")
+    config.scope_policy.preset("read-only")
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+import yaml
+from limits import parse_many
+
+from keystile.errors import ConfigError
+from keystile.routes import RouteTable, parse_pattern
+from keystile.scopes import ScopePolicy, find_cycle, is_pattern, is_well_formed
+
+__all__ = [
+    "Config",
+    "KeyTypeConfig",
+    "LimiterConfig",
+    "LimitsConfig",
+    "RouteConfig",
+    "ScopesConfig",
+    "load_config",
+    "parse_duration",
+]
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_ALPHABETS = {"base62": 62, "hex": 16}
+# fmt: off
+_TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "trusted_proxies",
+             "limiter", "limits", "key_types", "scopes", "routes", "default", "errors")
+# fmt: on
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+
+def parse_duration(value: str | float | timedelta) -> float:
+    """Return ``value`` in seconds: ``250ms``, ``2s``, ``1m``, ``24h``, ``7d`` or a number.
+
+    Negative, infinite and NaN durations are refused: none of keystile's
+    durations (TTLs, timeouts, grace periods) means anything below zero.
+    """
+    seconds: float | None = None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (found := _DURATION.fullmatch(value)):
+        seconds = float(found.group(1)) * _UNIT[found.group(2) or "s"]
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"{value!r} is not a duration: write 250ms, 2s, 1m, 24h, 7d or a number of seconds"
+        )
+    return seconds
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """``limiter:``: where counters live and how they are counted."""
+
+    storage: str = "memory://"
+    strategy: str = "moving-window"
+    headers: tuple[str, ...] = ("x-ratelimit",)
+    on_error: str = "closed"
+    timeout: float = 0.25
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``limits:``: limit strings (``limits`` syntax); ``None`` means no such limit."""
+
+    key: str | None = "1000/hour"
+    org: str | None = None
+    plans: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    failed_auth: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyTypeConfig:
+    """One key type's format and restrictions; an empty ``max_scopes`` means no ceiling."""
+
+    name: str
+    prefix: str
+    alphabet: str = "base62"
+    length: int = 43
+    checksum: bool = True
+    max_scopes: tuple[str, ...] = ()
+    origin_bound: bool = False
+
+    @property
+    def randomness_bits(self) -> float:
+        """Bits of randomness in the random part (at least 128 is enforced)."""
+        return self.length * math.log2(_ALPHABETS[self.alphabet])
+
+
+_DEFAULT_KEY_TYPES = {
+    "secret": KeyTypeConfig("secret", "sk_"),
+    "publishable": KeyTypeConfig("publishable", "pk_", max_scopes=("*:read",), origin_bound=True),
+    "embed": KeyTypeConfig("embed", "emb_", origin_bound=True),
+}
+_DEFAULT_PRESETS: dict[str, tuple[str, ...]] = {"read-only": ("*:read",), "full": ("*",)}
+
+
+@dataclass(frozen=True)
+class ScopesConfig:
+    """``scopes:``: implications, presets, destructive and known scopes, the API default."""
+
+    implies: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    presets: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType(dict(_DEFAULT_PRESETS))
+    )
+    destructive: tuple[str, ...] = ()
+    known: tuple[str, ...] = ()
+    default: tuple[str, ...] = ("read",)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One ``routes:`` rule; ``line`` is where it starts in the YAML, if known."""
+
+    path: str
+    methods: tuple[str, ...] | None = None
+    public: bool = False
+    scopes: tuple[str, ...] = ()
+    scopes_any: tuple[str, ...] = ()
+    org_param: str | None = None
+    limit: str | None = None
+    embed: bool = False
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; build it with :func:`load_config`.
+
+    The route table and the scope policy are compiled once, here, so nothing
+    on the request path re-reads or re-validates settings::
+
+        config = load_config("keystile.yaml")
+        config.route_table.match("GET", "/api/v1/events")   # RouteMatch | None
+        config.scope_policy.preset("read-only")             # concrete scopes
+
+    Security caveat: the config holds no secret, only the *name* of the
+    environment variable with the pepper (``pepper_env``); constructing a
+    ``Config`` directly skips the YAML checks except route ties and patterns.
+    """
+
+    store: str = "sqlite:///keystile.db"
+    pepper_env: str = "KEYSTILE_PEPPER"
+    credentials: tuple[str, ...] = ("bearer", "x-api-key")
+    cache_ttl: float = 2.0
+    cache_size: int = 10000
+    negative_cache_ttl: float = 0.5
+    store_timeout: float = 1.0
+    trusted_proxies: tuple[Network, ...] = ()
+    limiter: LimiterConfig = field(default_factory=LimiterConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    key_types: Mapping[str, KeyTypeConfig] = field(
+        default_factory=lambda: MappingProxyType(dict(_DEFAULT_KEY_TYPES))
+    )
+    scopes: ScopesConfig = field(default_factory=ScopesConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    default: str = "deny"
+    errors: str = "json"
+    source: str | None = None
+    route_table: RouteTable = field(init=False, compare=False, repr=False)
+    scope_policy: ScopePolicy = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: object.__setattr__ is the sanctioned way to fill derived fields.
+        object.__setattr__(self, "route_table", RouteTable(self.routes, source=self.source))
+        policy = ScopePolicy.from_config(self.scopes, known=self.known_scopes())
+        object.__setattr__(self, "scope_policy", policy)
+
+    def known_scopes(self) -> frozenset[str]:
+        """Every concrete scope the config names anywhere (wildcard patterns excluded).
+
+        Routes, ``implies`` keys and values, presets, ``destructive``,
+        ``known``, ``scopes.default`` and the key types' ``max_scopes``.
+        """
+        sc = self.scopes
+        names = [*sc.implies, *sc.destructive, *sc.known, *sc.default]
+        names += [s for values in sc.implies.values() for s in values]
+        names += [s for values in sc.presets.values() for s in values]
+        names += [s for kt in self.key_types.values() for s in kt.max_scopes]
+        names += [s for r in self.routes for s in (*r.scopes, *r.scopes_any)]
+        return frozenset(s for s in names if not is_pattern(s))
+
+
+# --- YAML with line numbers ------------------------------------------------
+
+
+class _LineDict(dict[Any, Any]):
+    """A YAML mapping that remembers its own line and each key's line."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
+
+
+class _LineList(list[Any]):
+    """A YAML sequence that remembers its own line and each item's line."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings and sequences carry 1-based line numbers."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[_LineDict]:
+    data = _LineDict(node.start_mark.line + 1)
+    yield data  # yielded first so that anchors and aliases resolve as in SafeLoader
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            seen = key in data
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if seen:
+            # PyYAML keeps the last duplicate silently; in an auth config the
+            # first one is often the one the reader trusts, so refuse both.
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {data.key_lines[key]})",
+                key_node.start_mark,
+            )
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = line
+
+
+def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Iterator[_LineList]:
+    data = _LineList(node.start_mark.line + 1)
+    yield data
+    for child in node.value:
+        data.append(loader.construct_object(child, deep=True))
+        data.item_lines.append(child.start_mark.line + 1)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _read_yaml(file: str) -> Any:
+    try:
+        with open(file, encoding="utf-8") as stream:
+            return yaml.load(stream, Loader=_LineLoader)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config: {exc.strerror}", file=file) from None
+    except UnicodeDecodeError:
+        raise ConfigError("the config is not UTF-8 text", file=file) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+
+
+# --- validation helpers -------------------------------------------------------
+
+Check: TypeAlias = Callable[[str], str | None]
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a mapping" if isinstance(value, Mapping) else "a list" if _is_list(value) else "?"
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+class _Section:
+    """One mapping of the config: typed getters whose errors carry the key's line."""
+
+    def __init__(self, data: object, name: str, line: int | None, file: str | None) -> None:
+        if data is None:
+            data = {}  # `limiter:` with nothing under it means "all defaults"
+        if not isinstance(data, Mapping):
+            where = name or "the config"
+            line = data.line if isinstance(data, _LineList) and line is None else line
+            raise ConfigError(f"{where} must be a mapping, not {_kind(data)}", file=file, line=line)
+        self.data: Mapping[Any, Any] = data
+        self.name = name
+        self.file = file
+        self.line = data.line if isinstance(data, _LineDict) else line
+
+    def where(self, key: object) -> str:
+        return f"{self.name}.{key}" if self.name else str(key)
+
+    def line_of(self, key: object) -> int | None:
+        if isinstance(self.data, _LineDict):
+            return self.data.key_lines.get(key, self.line)
+        return self.line
+
+    def fail(self, key: object, message: str, line: int | None = None) -> ConfigError:
+        line = line if line is not None else self.line_of(key)
+        return ConfigError(f"{self.where(key)}: {message}", file=self.file, line=line)
+
+    def only(self, allowed: Collection[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"unknown key {self.where(key)!r} (allowed: {', '.join(allowed)}){hint}",
+                    file=self.file,
+                    line=self.line_of(key),
+                )
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def sub(self, key: str) -> _Section:
+        return _Section(self.data.get(key), self.where(key), self.line_of(key), self.file)
+
+    def text(self, key: str, default: str, choices: Collection[str] = ()) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value or (choices and value not in choices):
+            expected = f"one of {', '.join(choices)}" if choices else "a non-empty string"
+            raise self.fail(key, f"must be {expected}, not {value!r}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int) -> int:
+        value = self.data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.fail(key, f"must be a whole number >= {minimum}, not {value!r}")
+        return value
+
+    def duration(self, key: str, default: float, *, positive: bool) -> float:
+        try:
+            seconds = parse_duration(self.data.get(key, default))
+        except ConfigError as exc:
+            raise self.fail(key, exc.message) from None
+        if positive and seconds <= 0:
+            raise self.fail(key, "must be longer than zero")
+        return seconds
+
+    def limit(self, key: str, default: str | None) -> str | None:
+        value = self.data.get(key, default)
+        if value is None:
+            return None
+        problem = _limit_problem(value)
+        if problem:
+            raise self.fail(key, problem)
+        return str(value)
+
+    def items(self, key: str) -> list[tuple[Any, int | None]]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not _is_list(value):
+            raise self.fail(key, f"must be a list, not {_kind(value)}")
+        if isinstance(value, _LineList):
+            return list(zip(value, value.item_lines, strict=True))
+        return [(item, self.line_of(key)) for item in value]
+
+    def strings(self, key: str, default: tuple[str, ...], check: Check) -> tuple[str, ...]:
+        """A list of strings, each checked, duplicates dropped (order kept)."""
+        if key not in self.data:
+            return default
+        out: dict[str, None] = {}
+        for item, line in self.items(key):
+            problem = check(item) if isinstance(item, str) else f"must be a string, not {item!r}"
+            if problem:
+                raise self.fail(key, problem, line)
+            out[item] = None
+        return tuple(out)
+
+
+def _limit_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a rate limit such as '100/minute', not {value!r}"
+    try:
+        parsed = parse_many(value)
+    except ValueError:
+        return f"{value!r} is not a rate limit; write e.g. '100/minute' or '10/second;1000/day'"
+    if any(item.amount < 1 for item in parsed):
+        return f"{value!r} allows no request at all; remove the route instead"
+    return None
+
+
+def _scope_check(*, wildcards: bool) -> Check:
+    def check(scope: str) -> str | None:
+        if is_well_formed(scope, allow_wildcards=wildcards):
+            return None
+        if not wildcards and is_well_formed(scope):
+            return f"{scope!r}: a wildcard is not allowed here, name concrete scopes"
+        return f"{scope!r} is not a well-formed scope (resource:action or a word of A-Za-z0-9_.-)"
+
+    return check
+
+
+def _choice(choices: Collection[str]) -> Check:
+    return lambda v: None if v in choices else f"{v!r} is not one of {', '.join(choices)}"
+
+
+# --- the sections -------------------------------------------------------------
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
+    """Read and validate a config from a YAML file path or a mapping of the same shape.
+
+    Raises :class:`~keystile.errors.ConfigError` with ``file:line`` (for a
+    file) on the first mistake found.
+    """
+    if isinstance(source, Mapping):
+        file, data = None, source
+    else:
+        file = os.fspath(source)
+        data = _read_yaml(file)
+    top = _Section(data, "", None, file)
+    top.only(_TOP_KEYS)
+    store = top.text("store", Config.store)
+    if "://" not in store:
+        raise top.fail("store", f"{store!r} is not a URL such as 'sqlite:///keystile.db'")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top.text("pepper_env", Config.pepper_env)):
+        raise top.fail("pepper_env", "must be the name of an environment variable")
+    credentials = top.strings("credentials", Config.credentials, _credential_problem)
+    if not credentials:
+        raise top.fail("credentials", "must name at least one place to read a key from")
+    cache = top.sub("cache")
+    cache.only(("ttl", "size", "negative_ttl"))
+    scopes = _scopes(top.sub("scopes"))
+    return Config(
+        store=store,
+        pepper_env=top.text("pepper_env", Config.pepper_env),
+        credentials=credentials,
+        cache_ttl=cache.duration("ttl", Config.cache_ttl, positive=False),
+        cache_size=cache.integer("size", Config.cache_size, minimum=0),
+        negative_cache_ttl=cache.duration(
+            "negative_ttl", Config.negative_cache_ttl, positive=False
+        ),
+        store_timeout=top.duration("store_timeout", Config.store_timeout, positive=True),
+        trusted_proxies=_networks(top),
+        limiter=_limiter(top.sub("limiter")),
+        limits=_limits(top.sub("limits")),
+        key_types=_key_types(top.sub("key_types")),
+        scopes=scopes,
+        routes=tuple(_route(top, i, *entry) for i, entry in enumerate(top.items("routes"))),
+        default=top.text("default", Config.default, ("deny", "authenticated", "public")),
+        errors=top.text("errors", Config.errors, ("json", "problem")),
+        source=file,
+    )
+
+
+def _credential_problem(value: str) -> str | None:
+    if value in ("bearer", "x-api-key") or re.fullmatch(r"query:[A-Za-z0-9_.-]+", value):
+        return None
+    return f"{value!r} is not bearer, x-api-key or query:NAME"
+
+
+def _networks(top: _Section) -> tuple[Network, ...]:
+    out: list[Network] = []
+    for item, line in top.items("trusted_proxies"):
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            out.append(item)
+            continue
+        if not isinstance(item, str):
+            raise top.fail("trusted_proxies", f"{item!r} is not a CIDR string", line)
+        try:
+            # strict: `10.0.0.7/8` is refused rather than widened, so the
+            # operator sees exactly which addresses are trusted.
+            out.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise top.fail("trusted_proxies", f"{item!r} is not a CIDR ({exc})", line) from None
+    return tuple(out)
+
+
+def _limiter(sec: _Section) -> LimiterConfig:
+    sec.only(("storage", "strategy", "headers", "on_error", "timeout"))
+    storage = sec.text("storage", LimiterConfig.storage)
+    if "://" not in storage:
+        raise sec.fail("storage", f"{storage!r} is not a limits storage URI such as 'memory://'")
+    strategies = ("fixed-window", "moving-window", "sliding-window-counter")
+    return LimiterConfig(
+        storage=storage,
+        strategy=sec.text("strategy", LimiterConfig.strategy, strategies),
+        headers=sec.strings("headers", LimiterConfig.headers, _choice(("x-ratelimit", "ietf"))),
+        on_error=sec.text("on_error", LimiterConfig.on_error, ("closed", "open")),
+        timeout=sec.duration("timeout", LimiterConfig.timeout, positive=True),
+    )
+
+
+def _limits(sec: _Section) -> LimitsConfig:
+    sec.only(("key", "org", "plans", "failed_auth"))
+    plans_sec = sec.sub("plans")
+    plans: dict[str, str] = {}
+    for name, value in plans_sec.data.items():
+        if not isinstance(name, str) or not name:
+            raise plans_sec.fail(name, "a plan name must be a non-empty string")
+        problem = _limit_problem(value)
+        if problem:
+            raise plans_sec.fail(name, problem)
+        plans[name] = value
+    return LimitsConfig(
+        key=sec.limit("key", LimitsConfig.key),
+        org=sec.limit("org", None),
+        plans=MappingProxyType(plans),
+        failed_auth=sec.limit("failed_auth", None),
+    )
+
+
+def _key_types(sec: _Section) -> Mapping[str, KeyTypeConfig]:
+    sec.only(tuple(_DEFAULT_KEY_TYPES))
+    types: dict[str, KeyTypeConfig] = {}
+    for name, base in _DEFAULT_KEY_TYPES.items():
+        kt = sec.sub(name)
+        kt.only(("prefix", "alphabet", "length", "checksum", "max_scopes", "origin_bound"))
+        prefix = kt.text("prefix", base.prefix)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", prefix):
+            raise kt.fail("prefix", f"{prefix!r} must be 1 to 20 characters of A-Za-z0-9_-")
+        made = KeyTypeConfig(
+            name=name,
+            prefix=prefix,
+            alphabet=kt.text("alphabet", base.alphabet, tuple(_ALPHABETS)),
+            length=kt.integer("length", base.length, minimum=1),
+            checksum=kt.flag("checksum", base.checksum),
+            max_scopes=kt.strings("max_scopes", base.max_scopes, _scope_check(wildcards=True)),
+            origin_bound=kt.flag("origin_bound", base.origin_bound),
+        )
+        if made.randomness_bits < 128:
+            need = math.ceil(128 / math.log2(_ALPHABETS[made.alphabet]))
+            raise kt.fail(
+                "length",
+                f"{made.length} {made.alphabet} characters carry "
+                f"{made.randomness_bits:.0f} bits; at least {need} are needed for 128",
+            )
+        for other in types.values():
+            if prefix.startswith(other.prefix) or other.prefix.startswith(prefix):
+                raise kt.fail(
+                    "prefix",
+                    f"{prefix!r} and {other.name}'s {other.prefix!r} overlap; "
+                    "a key's type could not be told from its prefix",
+                )
+        types[name] = made
+    return MappingProxyType(types)
+
+
+def _scopes(sec: _Section) -> ScopesConfig:
+    sec.only(("implies", "presets", "destructive", "known", "default"))
+    any_scope, concrete = _scope_check(wildcards=True), _scope_check(wildcards=False)
+    implies_sec = sec.sub("implies")
+    implies: dict[str, tuple[str, ...]] = {}
+    for key in implies_sec.data:
+        problem = any_scope(key) if isinstance(key, str) else "a scope must be a string"
+        if problem:
+            raise implies_sec.fail(key, problem)
+        implies[key] = implies_sec.strings(key, (), any_scope)
+    cycle = find_cycle(implies)
+    if cycle:  # almost always a typo; reported where the cycle closes
+        raise implies_sec.fail(cycle[-2], f"cycle: {' -> '.join(cycle)}")
+    destructive = sec.strings("destructive", (), concrete)
+    policy = ScopePolicy(implies=implies, destructive=destructive)
+    presets_sec = sec.sub("presets")
+    presets = dict(_DEFAULT_PRESETS)  # built-ins stay unless redefined, as key_types do
+    for name in presets_sec.data:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise presets_sec.fail(name, "a preset name must be a word of A-Za-z0-9_.-")
+        presets[name] = presets_sec.strings(name, (), any_scope)
+        for scope in presets[name]:
+            if not is_pattern(scope) and policy.reaches_destructive(scope):
+                raise presets_sec.fail(
+                    name,
+                    f"{scope!r} grants a destructive scope (or `*`), which a preset never does",
+                )
+    return ScopesConfig(
+        implies=MappingProxyType(implies),
+        presets=MappingProxyType(presets),
+        destructive=destructive,
+        known=sec.strings("known", (), concrete),
+        default=sec.strings("default", ScopesConfig.default, any_scope),
+    )
+
+
+def _route(top: _Section, index: int, item: object, line: int | None) -> RouteConfig:
+    sec = _Section(item, f"routes[{index}]", line, top.file)
+    sec.only(("path", "methods", "public", "scopes", "scopes_any", "org_param", "limit", "embed"))
+    if "path" not in sec:
+        raise ConfigError("a route needs a path", file=top.file, line=sec.line)
+    pattern = parse_pattern(sec.data["path"], line=sec.line_of("path"), source=top.file)
+    methods: tuple[str, ...] | None = None
+    if "methods" in sec:
+        upper = _choice(_METHODS)
+        listed = sec.strings("methods", (), lambda m: upper(m.upper()))
+        methods = tuple(dict.fromkeys(m.upper() for m in listed))
+        if not methods:
+            raise sec.fail("methods", "must list at least one method (omit it for all)")
+    org_param = sec.data.get("org_param")
+    if org_param is not None and (
+        not isinstance(org_param, str) or org_param not in pattern.params
+    ):
+        raise sec.fail(
+            "org_param",
+            f"{org_param!r} is not a parameter of {pattern.text} "
+            f"(parameters: {', '.join(pattern.params) or 'none'})",
+        )
+    route = RouteConfig(
+        path=pattern.text,
+        methods=methods,
+        public=sec.flag("public", False),
+        scopes=sec.strings("scopes", (), _scope_check(wildcards=False)),
+        scopes_any=sec.strings("scopes_any", (), _scope_check(wildcards=False)),
+        org_param=org_param,
+        limit=sec.limit("limit", None),
+        embed=sec.flag("embed", False),
+        line=sec.line,
+    )
+    # Settings that a public route would silently ignore are refused, so no
+    # one believes a route is protected or limited when it is not.
+    if route.public:
+        for key in ("scopes", "scopes_any", "org_param", "limit", "embed"):
+            if key in sec and sec.data[key] not in (None, False, [], ()):
+                raise sec.fail(key, "a public route takes no key, so it cannot have this")
+    if route.embed and methods and not set(methods) <= {"GET", "HEAD"}:
+        raise sec.fail("methods", "embed keys only ever GET or HEAD; an embed route must too")
+    return route

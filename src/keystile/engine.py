@@ -1,0 +1,374 @@
+"""``Keystile``: one engine that wires config, store, cache and limiter.
+
+One engine serves any number of apps (ASGI and WSGI alike) and the key API.
+It owns the resources that outlive a request: store connections, the
+verified-key cache, the limiter storage and the write-behind of
+``last_used_at``; ``close()`` (or ``with`` / ``async with``) releases them and
+flushes what is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from keystile.cache import KeyCache
+from keystile.config import Config, load_config
+from keystile.errors import ConfigError, ServiceUnavailable
+from keystile.keys import KeyFormat, digest, imported_hash_context
+from keystile.lifecycle import KeyManager
+from keystile.limiter import StrategyLimiter, open_limiter
+from keystile.limiting import LimitCall
+from keystile.pipeline import Decision, Principal, VerifyImported, decide, run_async, run_sync
+from keystile.sansio import RequestView
+from keystile.scopes import ScopePolicy
+from keystile.stores import (
+    AsyncKeyStore,
+    KeyStore,
+    MemoryKeyStore,
+    is_memory_url,
+    open_async_store,
+    open_store,
+)
+from keystile.stores.base import KeyRecord, StoreCall, utcnow
+
+__all__ = ["Keystile"]
+
+logger = logging.getLogger("keystile")
+
+MIN_PEPPER_BYTES = 16
+FLUSH_INTERVAL = 30.0
+
+
+class Keystile:
+    """The keystile engine.
+
+    >>> ks = Keystile.from_config("keystile.yaml")            # doctest: +SKIP
+    >>> new = ks.keys.create(name="CI", scopes=["results"])   # doctest: +SKIP
+    >>> ks.close()                                             # doctest: +SKIP
+
+    The pepper (the HMAC key of stored digests) comes from the environment
+    variable the config names; without it the engine refuses to start,
+    except on ``memory://``, where a random one is made (keys then live and
+    die with the process anyway). Never log or share the pepper: with it and
+    the database, key guesses can be checked offline.
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        pepper: bytes | str | None = None,
+        store: Any = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config if isinstance(config, Config) else load_config(config)
+        cfg = self.config
+        self.now = clock
+        self._pepper = self._resolve_pepper(pepper)
+        self.scopes = ScopePolicy.from_config(cfg.scopes, known=cfg.known_scopes())
+        self.routes = cfg.route_table
+        self.formats: dict[str, KeyFormat] = {
+            name: KeyFormat(t.prefix, t.alphabet, t.length, t.checksum)
+            for name, t in cfg.key_types.items()
+        }
+        self.cache = KeyCache(
+            cfg.cache_ttl, negative_ttl=cfg.negative_cache_ttl, size=cfg.cache_size
+        )
+        if store is None and is_memory_url(cfg.store):
+            store = MemoryKeyStore(cfg.store)  # one store for sync and async callers
+        self._store: KeyStore | None = store
+        self._shared_store: AsyncKeyStore | None = store
+        # An async engine's pooled connections belong to the event loop that
+        # opened them, so each loop gets its own async store.
+        self._astores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncKeyStore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._store_lock = threading.Lock()
+        self.keys = KeyManager(self)
+        self._grants: dict[tuple[str, ...], frozenset[str]] = {}
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._used: dict[str, datetime] = {}
+        self._used_lock = threading.Lock()
+        self._flusher: threading.Timer | None = None
+        self._closed = False
+        self._limiter: StrategyLimiter | None = None
+        self._imports: Any = None
+        self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
+        self.rule_ids = {id(rule): i for i, rule in enumerate(cfg.routes)}
+        self.imports_enabled = bool(getattr(cfg, "imported_keys", False))
+        # A WSGI server has no shutdown hook of its own: flush at exit.
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    @classmethod
+    def from_config(
+        cls, source: Config | Mapping[str, Any] | str | os.PathLike[str], **options: Any
+    ) -> Keystile:
+        return cls(source, **options)
+
+    def __repr__(self) -> str:
+        return f"Keystile(store={self.config.store!r}, routes={len(self.routes.rules)})"
+
+    # -- pepper and digests -----------------------------------------------------
+
+    def _resolve_pepper(self, given: bytes | str | None) -> bytes:
+        if given is None:
+            given = os.environ.get(self.config.pepper_env)
+        if given is None or given == "":
+            if is_memory_url(self.config.store):
+                logger.warning(
+                    "%s is not set; using a random pepper for this process "
+                    "(fine for memory://, whose keys die with the process)",
+                    self.config.pepper_env,
+                )
+                return secrets.token_bytes(32)
+            raise ConfigError(
+                f"environment variable {self.config.pepper_env} is not set: it holds the "
+                "HMAC key (pepper) for stored key digests; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+                file=self.config.source,
+            )
+        pepper = given.encode("utf-8") if isinstance(given, str) else given
+        if len(pepper) < MIN_PEPPER_BYTES:
+            raise ConfigError(
+                f"the pepper in {self.config.pepper_env} is {len(pepper)} bytes; "
+                f"use at least {MIN_PEPPER_BYTES} random bytes",
+                file=self.config.source,
+            )
+        return pepper
+
+    def digest(self, secret: str) -> str:
+        return digest(self._pepper, secret)
+
+    def grants_of(self, scopes: tuple[str, ...]) -> frozenset[str]:
+        """The closure of a key's scopes through ``implies``, memoized per engine."""
+        grants = self._grants.get(scopes)
+        if grants is None:
+            if len(self._grants) >= 4096:
+                self._grants.clear()
+            grants = self._grants[scopes] = self.scopes.expand(scopes)
+        return grants
+
+    def key_type_of(self, credential: str) -> str | None:
+        """The key type whose format ``credential`` has (checksum included), or None."""
+        for name, fmt in self.formats.items():
+            if credential.startswith(fmt.prefix) and fmt.matches(credential):
+                return name
+        return None
+
+    # -- stores ------------------------------------------------------------------
+
+    @property
+    def store(self) -> KeyStore:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self.config.store, timeout=self.config.store_timeout)
+        return self._store
+
+    @property
+    def astore(self) -> AsyncKeyStore:
+        """The async store of the running event loop."""
+        if self._shared_store is not None:
+            return self._shared_store
+        loop = asyncio.get_running_loop()
+        store = self._astores.get(loop)
+        if store is None:
+            store = open_async_store(self.config.store, timeout=self.config.store_timeout)
+            self._astores[loop] = store
+        return store
+
+    def init_store(self) -> None:
+        """Create the store's tables now rather than on first use."""
+        init = getattr(self.store, "init_schema", None)
+        if init is not None:
+            init()
+
+    @property
+    def limiter(self) -> StrategyLimiter:
+        if self._limiter is None:
+            with self._store_lock:
+                if self._limiter is None:
+                    self._limiter = open_limiter(self.config.limiter)
+        return self._limiter
+
+    # -- the request decision ------------------------------------------------------
+
+    def decide(self, view: RequestView) -> Decision:
+        """Admit or refuse a request, with blocking I/O (WSGI)."""
+        return run_sync(decide(self, view), self._perform)
+
+    async def adecide(self, view: RequestView) -> Decision:
+        """Admit or refuse a request without blocking the event loop (ASGI)."""
+        return await run_async(decide(self, view), self._aperform)
+
+    def _perform(self, effect: Any) -> Any:
+        if isinstance(effect, StoreCall):
+            return self.store.execute(effect.op, *effect.args)
+        if isinstance(effect, LimitCall):
+            return self.limiter.hit_all(effect)
+        if isinstance(effect, VerifyImported):
+            return self._verify_imported(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def _aperform(self, effect: Any) -> Any:
+        if isinstance(effect, StoreCall):
+            return await self.astore.aexecute(effect.op, *effect.args)
+        if isinstance(effect, LimitCall):
+            return await self.limiter.ahit_all(effect)
+        if isinstance(effect, VerifyImported):
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(self._verify_imported, effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _verify_imported(self, effect: VerifyImported) -> bool:
+        if self._imports is None:
+            self._imports = imported_hash_context()
+        try:
+            return bool(self._imports.verify(effect.secret, effect.hash))
+        except (ValueError, TypeError):  # an unknown or garbled hash never verifies
+            return False
+
+    def import_lookup_prefix(self, credential: str) -> str | None:
+        """The public part of an imported key (``prefix.secret``), used to find it."""
+        lookup, dot, rest = credential.partition(".")
+        if not dot or not lookup or not rest or len(lookup) > 64:
+            return None
+        return lookup
+
+    def principal_of(self, record: KeyRecord) -> Principal:
+        """The app's read-only view of a key (reused while the record is cached)."""
+        entry = self._principals.get(id(record))
+        if entry is not None and entry[0] is record:
+            return entry[1]
+        if len(self._principals) >= self.config.cache_size:
+            self._principals.clear()
+        principal = Principal.of(record, self.scopes, self.grants_of(record.scopes))
+        self._principals[id(record)] = (record, principal)
+        return principal
+
+    # -- cache invalidation --------------------------------------------------------
+
+    def forget(self, record: KeyRecord) -> None:
+        """Drop a changed key from the cache, in this process at once."""
+        if record.digest is not None:
+            self.cache.forget_digest(record.digest)
+        self.cache.forget_id(record.id)
+
+    def forget_id(self, key_id: str) -> None:
+        self.cache.forget_id(key_id)
+
+    # -- events ----------------------------------------------------------------------
+
+    def emit(self, event: str, record: KeyRecord | None, **fields: Any) -> None:
+        """Report a key event to the listeners; never carries a secret."""
+        data: dict[str, Any] = {
+            "event": event,
+            "time": self.now().isoformat(),
+            "key_id": record.id if record else fields.pop("key_id", None),
+            "org": record.org if record else fields.pop("org", None),
+            **fields,
+        }
+        logger.info("%s key_id=%s org=%s", event, data["key_id"], data["org"])
+        for listener in self.listeners:
+            try:
+                listener(data)
+            except Exception:
+                logger.exception("audit listener %r failed", listener)
+
+    # -- last_used_at, written behind -------------------------------------------------
+
+    def note_use(self, key_id: str) -> None:
+        """Remember that a key was used; written to the store in batches."""
+        with self._used_lock:
+            self._used[key_id] = self.now()
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Timer(FLUSH_INTERVAL, self.flush)
+                self._flusher.daemon = True
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Write pending ``last_used_at`` values now (one batched statement)."""
+        with self._used_lock:
+            pending, self._used = self._used, {}
+            self._flusher = None
+        if not pending:
+            return
+        try:
+            self.store.execute("touch", pending)
+        except ServiceUnavailable:
+            logger.warning("could not write last_used_at for %d keys; will retry", len(pending))
+            with self._used_lock:
+                for key_id, when in pending.items():
+                    self._used.setdefault(key_id, when)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush pending writes and release connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._used_lock:
+            if self._flusher is not None:
+                self._flusher.cancel()
+        self.flush()
+        if self._store is not None:
+            self._store.close()
+        if self._limiter is not None:
+            self._limiter.close()
+
+    async def aclose(self) -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.close)
+        store = self._astores.pop(asyncio.get_running_loop(), None)
+        if store is not None:
+            await store.aclose()
+
+    def __enter__(self) -> Keystile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Keystile:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _close_at_exit(ref: weakref.ref[Keystile]) -> None:
+    engine = ref()
+    if engine is not None:
+        try:
+            engine.close()
+        except Exception:  # at exit, a failing flush must not mask the real exit
+            logger.exception("keystile: flushing at exit failed")
+
+
+def config_path_from_env(explicit: str | None = None) -> Path:
+    """``--config``, else ``$KEYSTILE_CONFIG``, else ``./keystile.yaml``."""
+    return Path(explicit or os.environ.get("KEYSTILE_CONFIG") or "keystile.yaml")

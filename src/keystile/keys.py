@@ -1,0 +1,171 @@
+"""Key secrets: format, checksum, generation and the stored digest.
+
+A secret reads ``{prefix}{random}{checksum}``:
+
+- ``random`` is ``length`` characters drawn uniformly (``secrets.choice``)
+  from the type's alphabet, ``0-9A-Za-z`` by default (43 characters, about
+  256 bits);
+- ``checksum`` is CRC32 of everything before it, prefix included, in base62
+  with the same alphabet, zero-padded to 6 characters, as GitHub's tokens do.
+
+The checksum lets a mistyped or invented key be refused without a storage
+lookup, and lets secret scanners match the pattern with few false positives.
+It is *not* a security control: anybody can compute it.
+
+The store never sees a secret, only ``HMAC-SHA256(pepper, secret)``. A fast
+keyed hash is the right tool here (as Stripe and GitHub do): the secret has
+256 bits of entropy, so a slow password hash buys nothing and would cost a
+few milliseconds on every cache miss. The pepper keeps a stolen database
+from being checked against guessed keys offline.
+
+Keys imported from other systems keep their own hash (pbkdf2, bcrypt,
+argon2, sha512-crypt), verified through passlib's ``CryptContext`` once and
+then upgraded to the digest, so the slow hash runs at most once per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from keystile.errors import ConfigError
+
+__all__ = [
+    "ALPHABETS",
+    "DISPLAY_PREFIX_LENGTH",
+    "KeyFormat",
+    "digest",
+    "display_prefix",
+    "imported_hash_context",
+    "last4",
+    "new_key_id",
+    "to_base62",
+]
+
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+ALPHABETS = {"base62": BASE62, "hex": "0123456789abcdef"}
+CHECKSUM_LENGTH = 6
+DISPLAY_PREFIX_LENGTH = 14
+MIN_RANDOM_BITS = 128
+# Longer than any key this library makes; a longer credential is refused as
+# malformed before anything else looks at it.
+MAX_SECRET_LENGTH = 512
+
+
+def to_base62(number: int, width: int) -> str:
+    """``number`` in base62 (``0-9A-Za-z``), zero-padded on the left to ``width``."""
+    digits = []
+    while number:
+        number, rest = divmod(number, 62)
+        digits.append(BASE62[rest])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+@dataclass(frozen=True)
+class KeyFormat:
+    """How the secrets of one key type look.
+
+    >>> fmt = KeyFormat(prefix="sk_")
+    >>> secret = fmt.generate()
+    >>> fmt.matches(secret)
+    True
+    >>> fmt.matches(secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+    False
+    """
+
+    prefix: str
+    alphabet: str = "base62"
+    length: int = 43
+    checksum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.alphabet not in ALPHABETS:
+            raise ConfigError(f"unknown key alphabet {self.alphabet!r} (base62 or hex)")
+        bits = self.length * math.log2(len(ALPHABETS[self.alphabet]))
+        if bits < MIN_RANDOM_BITS:
+            raise ConfigError(
+                f"key type {self.prefix!r} has {bits:.0f} random bits; at least "
+                f"{MIN_RANDOM_BITS} are required"
+            )
+
+    @cached_property
+    def _chars(self) -> str:
+        return ALPHABETS[self.alphabet]
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        body = "[0-9A-Za-z]" if self.alphabet == "base62" else "[0-9a-f]"
+        tail = f"[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}" if self.checksum else ""
+        return re.compile(f"{re.escape(self.prefix)}{body}{{{self.length}}}{tail}")
+
+    @property
+    def secret_length(self) -> int:
+        return len(self.prefix) + self.length + (CHECKSUM_LENGTH if self.checksum else 0)
+
+    def generate(self) -> str:
+        """A new secret of this format, from ``secrets``."""
+        chars = self._chars
+        body = self.prefix + "".join(secrets.choice(chars) for _ in range(self.length))
+        return body + self._checksum(body) if self.checksum else body
+
+    def matches(self, candidate: str) -> bool:
+        """Whether ``candidate`` has this format and a valid checksum (no I/O)."""
+        if len(candidate) != self.secret_length or not self._pattern.fullmatch(candidate):
+            return False
+        if not self.checksum:
+            return True
+        body, check = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
+        return hmac.compare_digest(self._checksum(body), check)
+
+    @staticmethod
+    def _checksum(body: str) -> str:
+        return to_base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def digest(pepper: bytes, secret: str) -> str:
+    """The stored form of a secret: hex HMAC-SHA256 keyed by the pepper."""
+    return hmac.new(pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    """The first 14 characters, shown in listings to tell keys apart."""
+    return secret[:DISPLAY_PREFIX_LENGTH]
+
+
+def last4(secret: str) -> str:
+    return secret[-4:]
+
+
+def new_key_id() -> str:
+    """A public identifier such as ``key_3kTMd2Qm9xTfWb8Z`` (not a secret)."""
+    return "key_" + "".join(secrets.choice(BASE62) for _ in range(20))
+
+
+def imported_hash_context() -> object:
+    """The passlib ``CryptContext`` that verifies hashes imported from other systems.
+
+    Built lazily: passlib and its backends load only when a deployment
+    actually imports keys.
+    """
+    from passlib.context import CryptContext
+
+    return CryptContext(
+        schemes=[
+            "argon2",
+            "bcrypt",
+            "pbkdf2_sha256",
+            "pbkdf2_sha512",
+            "sha512_crypt",
+            "sha256_crypt",
+            "django_pbkdf2_sha256",
+            "django_argon2",
+            "django_bcrypt_sha256",
+        ],
+    )

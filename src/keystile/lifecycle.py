@@ -1,0 +1,423 @@
+"""The key lifecycle: create, list, get, update, revoke, rotate, revoke_user.
+
+Each operation is written once, as a generator (a *flow*) that validates its
+input, yields the ``StoreCall`` it needs and turns the answer into a result.
+``KeyManager`` drives the flows with the sync store (``ks.keys.create``) and
+with the async store (``await ks.keys.acreate``); the drivers are the only
+place where sync and async differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import limits
+
+from keystile import keys as keyfmt
+from keystile.errors import KeyInputError, KeyNotFound
+from keystile.scopes import is_well_formed
+from keystile.stores.base import KeyRecord, StoreCall, freeze
+
+if TYPE_CHECKING:
+    from keystile.engine import Keystile
+
+__all__ = ["KeyManager", "NewKey"]
+
+T = TypeVar("T")
+Flow = Generator[StoreCall, Any, T]
+
+MAX_NAME = 100
+MAX_IDENT = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made: the only object that ever holds its secret.
+
+    ``secret`` is shown here once and never again; ``repr`` hides it.
+    """
+
+    secret: str = field(repr=False)
+    record: KeyRecord
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def __getattr__(self, name: str) -> Any:
+        # Reads through to the record: new.name, new.scopes, new.expires_at...
+        return getattr(self.record, name)
+
+    def __repr__(self) -> str:
+        return f"NewKey(id={self.record.id!r}, prefix={self.record.prefix!r}, secret=<hidden>)"
+
+
+# -- validation ---------------------------------------------------------------
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise KeyInputError("name must be 1 to 100 characters", field="name")
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise KeyInputError(f"name is {len(name)} characters; at most 100", field="name")
+    if _CONTROL.search(name):
+        raise KeyInputError("name must not contain control characters", field="name")
+    return name
+
+
+def check_ident(value: Any, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_IDENT or _CONTROL.search(value):
+        raise KeyInputError(f"{what} must be 1 to {MAX_IDENT} printable characters", field=what)
+    return value
+
+
+def check_days(days: Any) -> int | None:
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+        raise KeyInputError("expires_in_days must be a whole number from 1 to 365",
+                            field="expires_in_days")
+    return days
+
+
+def check_scopes(scopes: Any) -> tuple[str, ...]:
+    if isinstance(scopes, str) or not isinstance(scopes, Iterable):
+        raise KeyInputError("scopes must be a list of strings", field="scopes")
+    out: list[str] = []
+    for scope in scopes:
+        if not isinstance(scope, str) or not is_well_formed(scope):
+            raise KeyInputError(f"malformed scope {scope!r}", field="scopes")
+        if scope not in out:
+            out.append(scope)
+    return tuple(out)
+
+
+def check_rate_limit(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or not limits.parse_many(value):
+            raise ValueError(value)
+    except ValueError:
+        raise KeyInputError(
+            f"rate_limit {value!r} is not a limit such as '100/hour'", field="rate_limit"
+        ) from None
+    return value
+
+
+def check_metadata(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return freeze({})
+    if not isinstance(value, Mapping):
+        raise KeyInputError("metadata must be a mapping", field="metadata")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise KeyInputError("metadata must be JSON-serializable", field="metadata") from None
+    return freeze(value)  # type: ignore[no-any-return]
+
+
+def check_origins(origins: Any) -> tuple[str, ...]:
+    if origins is None:
+        return ()
+    if isinstance(origins, str) or not isinstance(origins, Iterable):
+        raise KeyInputError("allowed_origins must be a list of hosts", field="allowed_origins")
+    out = []
+    for origin in origins:
+        if not isinstance(origin, str) or not re.fullmatch(
+            r"(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?", origin
+        ):
+            raise KeyInputError(
+                f"allowed origin {origin!r} must be a host such as 'app.example' or "
+                "'*.example.com'",
+                field="allowed_origins",
+            )
+        out.append(origin.lower())
+    return tuple(out)
+
+
+def check_restrictions(value: Any) -> Mapping[str, tuple[str, ...]]:
+    if value is None:
+        return freeze({})  # type: ignore[no-any-return]
+    if not isinstance(value, Mapping):
+        raise KeyInputError("restrictions must map a name to allowed values",
+                            field="restrictions")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, allowed in value.items():
+        if not isinstance(name, str) or isinstance(allowed, str) or not isinstance(
+            allowed, Iterable
+        ):
+            raise KeyInputError("restrictions must map a name to a list of values",
+                                field="restrictions")
+        out[name] = tuple(str(v) for v in allowed)
+    return freeze(out)  # type: ignore[no-any-return]
+
+
+# -- the manager --------------------------------------------------------------
+
+
+class KeyManager:
+    """``ks.keys``: the key lifecycle, sync and async (``a``-prefixed twins).
+
+    >>> new = ks.keys.create(name="CI upload", scopes=["results"], org="acme")  # doctest: +SKIP
+    >>> new.secret   # shown once; only its HMAC digest is stored    # doctest: +SKIP
+    """
+
+    def __init__(self, engine: Keystile) -> None:
+        self._ks = engine
+
+    def __repr__(self) -> str:
+        return f"KeyManager(store={self._ks.config.store!r})"
+
+    # drivers
+    def _run(self, flow: Flow[T]) -> T:
+        store = self._ks.store
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(store.execute(call.op, *call.args))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _arun(self, flow: Flow[T]) -> T:
+        store = self._ks.astore
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(await store.aexecute(call.op, *call.args))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    # public API: one line each way
+    def create(self, name: str, **options: Any) -> NewKey:
+        return self._run(self._create(name, **options))
+
+    async def acreate(self, name: str, **options: Any) -> NewKey:
+        return await self._arun(self._create(name, **options))
+
+    def list(self, org: str | None = None) -> list[KeyRecord]:
+        return self._run(self._list(org))
+
+    async def alist(self, org: str | None = None) -> list[KeyRecord]:
+        return await self._arun(self._list(org))
+
+    def get(self, key_id: str) -> KeyRecord:
+        return self._run(self._get(key_id))
+
+    async def aget(self, key_id: str) -> KeyRecord:
+        return await self._arun(self._get(key_id))
+
+    def update(self, key_id: str, **changes: Any) -> KeyRecord:
+        return self._run(self._update(key_id, **changes))
+
+    async def aupdate(self, key_id: str, **changes: Any) -> KeyRecord:
+        return await self._arun(self._update(key_id, **changes))
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        return self._run(self._revoke(key_id))
+
+    async def arevoke(self, key_id: str) -> KeyRecord:
+        return await self._arun(self._revoke(key_id))
+
+    def rotate(self, key_id: str, grace: str | float | None = None) -> NewKey:
+        return self._run(self._rotate(key_id, grace))
+
+    async def arotate(self, key_id: str, grace: str | float | None = None) -> NewKey:
+        return await self._arun(self._rotate(key_id, grace))
+
+    def revoke_user(self, *, org: str, user: str) -> list[str]:
+        return self._run(self._revoke_user(org, user))
+
+    async def arevoke_user(self, *, org: str, user: str) -> list[str]:
+        return await self._arun(self._revoke_user(org, user))
+
+    def import_key(self, name: str, *, hash: str, lookup_prefix: str, **options: Any) -> KeyRecord:
+        return self._run(self._import(name, hash, lookup_prefix, **options))
+
+    # flows
+    def _build(
+        self,
+        name: Any,
+        *,
+        scopes: Sequence[str] | None = None,
+        preset: str | None = None,
+        org: str = "default",
+        user: str | None = None,
+        type: str = "secret",
+        expires_in_days: int | None = None,
+        rate_limit: str | None = None,
+        plan: str | None = None,
+        allowed_origins: Sequence[str] | None = None,
+        restrictions: Mapping[str, Sequence[str]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
+        kind: str | None = None,
+    ) -> tuple[str, KeyRecord]:
+        ks = self._ks
+        cfg = ks.config
+        if type not in cfg.key_types:
+            raise KeyInputError(f"unknown key type {type!r}", field="type")
+        granted = check_scopes(scopes if scopes is not None else ())
+        if preset is not None:
+            granted = tuple(dict.fromkeys(granted + ks.scopes.preset(preset)))
+        org_ = check_ident(org, "org")
+        owner = check_ident(user, "user", optional=True)
+        kind = kind or ("user" if owner else "bot")
+        if kind not in ("user", "bot") or (kind == "user" and owner is None):
+            raise KeyInputError("kind is 'user' (with a user) or 'bot'", field="kind")
+        if plan is not None and cfg.limits.plans and plan not in cfg.limits.plans:
+            raise KeyInputError(
+                f"unknown plan {plan!r}; the config knows {sorted(cfg.limits.plans)}",
+                field="plan",
+            )
+        type_cfg = cfg.key_types[type]
+        if type_cfg.max_scopes:
+            ceiling = ks.scopes.expand(type_cfg.max_scopes)
+            over = [s for s in granted if not ks.scopes.grants(ceiling, s)]
+            if over:
+                raise KeyInputError(
+                    f"{type} keys may not hold {', '.join(over)}", field="scopes"
+                )
+        origins = check_origins(allowed_origins)
+        if type_cfg.origin_bound and not origins:
+            raise KeyInputError(f"{type} keys need allowed_origins", field="allowed_origins")
+        embed_only = check_restrictions(restrictions)
+        if embed_only and type != "embed":
+            raise KeyInputError("restrictions apply to embed keys only", field="restrictions")
+        days = check_days(expires_in_days)
+        now = ks.now()
+        secret = ks.formats[type].generate()
+        record = KeyRecord(
+            id=keyfmt.new_key_id(),
+            digest=ks.digest(secret),
+            prefix=keyfmt.display_prefix(secret),
+            last4=keyfmt.last4(secret),
+            name=check_name(name),
+            scopes=granted,
+            org=org_ or "default",
+            owner=owner,
+            kind=kind,
+            type=type,
+            plan=plan,
+            rate_limit=check_rate_limit(rate_limit),
+            allowed_origins=origins,
+            restrictions=embed_only,
+            metadata=check_metadata(metadata),
+            created_by=check_ident(created_by, "created_by", optional=True),
+            created_at=now,
+            expires_at=None if days is None else now + timedelta(days=days),
+        )
+        return secret, record
+
+    def _create(self, name: Any, **options: Any) -> Flow[NewKey]:
+        secret, record = self._build(name, **options)
+        yield StoreCall("insert", (record, record.created_at))
+        self._ks.emit("key.created", record)
+        return NewKey(secret, record)
+
+    def _import(self, name: Any, hash: str, lookup_prefix: str, **options: Any) -> Flow[KeyRecord]:
+        _, record = self._build(name, **options)
+        if not isinstance(hash, str) or not hash or not lookup_prefix:
+            raise KeyInputError("an imported key needs its hash and lookup prefix", field="hash")
+        record = record.replace(
+            digest=None, imported_hash=hash, lookup_prefix=lookup_prefix,
+            prefix=lookup_prefix[: keyfmt.DISPLAY_PREFIX_LENGTH], last4="",
+        )
+        yield StoreCall("insert", (record, record.created_at))
+        self._ks.emit("key.imported", record)
+        return record
+
+    def _list(self, org: str | None) -> Flow[list[KeyRecord]]:
+        records: list[KeyRecord] = yield StoreCall("list", (org, self._ks.now()))
+        return records
+
+    def _get(self, key_id: str) -> Flow[KeyRecord]:
+        record: KeyRecord | None = yield StoreCall("get", (key_id,))
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return record
+
+    def _update(self, key_id: str, **changes: Any) -> Flow[KeyRecord]:
+        checks: dict[str, Callable[[Any], Any]] = {
+            "name": check_name,
+            "scopes": check_scopes,
+            "rate_limit": check_rate_limit,
+            "plan": lambda p: check_ident(p, "plan", optional=True),
+            "metadata": check_metadata,
+            "allowed_origins": check_origins,
+        }
+        unknown = set(changes) - set(checks)
+        if unknown:
+            raise KeyInputError(f"cannot update {', '.join(sorted(unknown))}",
+                                field=sorted(unknown)[0])
+        values = {name: checks[name](value) for name, value in changes.items()}
+        current = yield from self._get(key_id)
+        if not current.is_active(self._ks.now()):
+            raise KeyNotFound(f"key {key_id!r} is revoked or expired")
+        record: KeyRecord = yield StoreCall("update", (key_id, values))
+        self._ks.forget(record)
+        self._ks.emit("key.updated", record, reason=",".join(sorted(values)))
+        return record
+
+    def _revoke(self, key_id: str) -> Flow[KeyRecord]:
+        record: KeyRecord | None = yield StoreCall("revoke", (key_id, self._ks.now()))
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        self._ks.forget(record)
+        self._ks.emit("key.revoked", record)
+        return record
+
+    def _revoke_user(self, org: str, user: str) -> Flow[list[str]]:
+        check_ident(org, "org")
+        check_ident(user, "user")
+        ids: list[str] = yield StoreCall("revoke_user", (org, user, self._ks.now()))
+        for key_id in ids:
+            self._ks.forget_id(key_id)
+        self._ks.emit("key.user_revoked", None, org=org, reason=f"user {user}: {len(ids)} keys")
+        return ids
+
+    def _rotate(self, key_id: str, grace: str | float | None) -> Flow[NewKey]:
+        from keystile.config import parse_duration
+
+        try:
+            seconds = 0.0 if grace is None else parse_duration(grace)
+        except Exception:
+            raise KeyInputError(f"grace {grace!r} is not a duration such as '24h'",
+                                field="grace") from None
+        if seconds < 0 or seconds > 365 * 86400:
+            raise KeyInputError("grace must be between 0 and 365 days", field="grace")
+        old = yield from self._get(key_id)
+        now = self._ks.now()
+        if not old.is_active(now):
+            raise KeyNotFound(f"key {key_id!r} is revoked or expired")
+        secret = self._ks.formats[old.type].generate()
+        new = old.replace(
+            id=keyfmt.new_key_id(),
+            digest=self._ks.digest(secret),
+            prefix=keyfmt.display_prefix(secret),
+            last4=keyfmt.last4(secret),
+            created_at=now,
+            last_used_at=None,
+            revoked_at=None,
+            rotated_from=old.id,
+            imported_hash=None,
+            lookup_prefix=None,
+        )
+        updated: KeyRecord | None = yield StoreCall(
+            "rotate", (old.id, new, now + timedelta(seconds=seconds), now)
+        )
+        if updated is None:
+            raise KeyNotFound(f"key {key_id!r} is revoked or expired")
+        self._ks.forget(updated)
+        self._ks.emit("key.rotated", new, reason=f"from {old.id}")
+        return NewKey(secret, new)
+

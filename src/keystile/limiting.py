@@ -1,0 +1,157 @@
+"""Which limits apply to a request, and what to report about them.
+
+The policy half (this module's functions) is pure: it turns a matched rule
+and a key into ``LimitSpec`` values, and a ``LimitResult`` into headers. The
+limiter backends that count (``keystile.limiter``) answer ``LimitCall``
+effects with a ``LimitResult``: all the limits of a request are checked and
+spent together, all or nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import limits
+from limits import RateLimitItem
+
+from keystile.config import Config, RouteConfig
+from keystile.stores.base import KeyRecord
+
+__all__ = [
+    "LimitCall",
+    "LimitResult",
+    "LimitSpec",
+    "LimitState",
+    "parse_limits",
+    "rate_limit_headers",
+    "specs_for_key",
+]
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """One limit to count: the item (``100/minute``), whose bucket, and its kind."""
+
+    item: RateLimitItem
+    bucket: str  # e.g. "key:key_abc", "org:acme", "route:12:key_abc", "auth:10.0.0.1"
+    kind: str  # "route" | "key" | "org" | "plan" | "failed_auth"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    spec: LimitSpec
+    remaining: int
+    reset: float  # Unix seconds when the window frees up
+    exceeded: bool
+
+    @property
+    def limit(self) -> int:
+        return int(self.spec.item.amount)
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    admitted: bool
+    states: tuple[LimitState, ...]
+
+    def tightest(self) -> LimitState | None:
+        """The state to report.
+
+        Admitted: the limit with the fewest requests remaining, ties to the
+        later reset. Refused: among the limits that refused, the one with
+        the longest wait.
+        """
+        if not self.states:
+            return None
+        if self.admitted:
+            return min(self.states, key=lambda s: (s.remaining, -s.reset))
+        refused = [s for s in self.states if s.exceeded] or list(self.states)
+        return max(refused, key=lambda s: s.reset)
+
+
+@dataclass(frozen=True)
+class LimitCall:
+    """The effect a pipeline yields: count (``hit``) or only look (``peek``)."""
+
+    specs: tuple[LimitSpec, ...]
+    peek: bool = False
+
+
+@lru_cache(maxsize=1024)
+def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
+    """``"10/second;100/hour"`` as limit items (validated config strings only)."""
+    return tuple(limits.parse_many(text))
+
+
+def specs_for_key(
+    config: Config, rule: RouteConfig | None, rule_id: int, record: KeyRecord
+) -> tuple[LimitSpec, ...]:
+    """Every limit that counts a request by ``record`` on ``rule``.
+
+    - the route's own ``limit``, per key;
+    - the key's ``rate_limit``, else the config's ``limits.key``;
+    - ``limits.plans[plan]`` for the key's plan, per key;
+    - ``limits.org``, shared by every key of the org.
+    """
+    specs: list[LimitSpec] = []
+    if rule is not None and rule.limit:
+        specs += [
+            LimitSpec(i, f"route:{rule_id}:{record.id}", "route") for i in parse_limits(rule.limit)
+        ]
+    own = record.rate_limit or config.limits.key
+    if own:
+        specs += [LimitSpec(i, f"key:{record.id}", "key") for i in parse_limits(own)]
+    plan = config.limits.plans.get(record.plan) if record.plan else None
+    if plan:
+        specs += [LimitSpec(i, f"plan:{record.plan}:{record.id}", "plan") for i in parse_limits(plan)]
+    if config.limits.org:
+        specs += [LimitSpec(i, f"org:{record.org}", "org") for i in parse_limits(config.limits.org)]
+    return tuple(specs)
+
+
+def failed_auth_specs(config: Config, address: str) -> tuple[LimitSpec, ...]:
+    if not config.limits.failed_auth:
+        return ()
+    return tuple(
+        LimitSpec(i, f"auth:{address}", "failed_auth")
+        for i in parse_limits(config.limits.failed_auth)
+    )
+
+
+def retry_after(state: LimitState, now: float | None = None) -> int:
+    """Whole seconds until the refusing window frees up; at least 1."""
+    wait = state.reset - (time.time() if now is None else now)
+    return max(1, math.ceil(wait))
+
+
+def rate_limit_headers(
+    result: LimitResult, styles: Sequence[str], now: float | None = None
+) -> list[tuple[str, str]]:
+    """``X-RateLimit-*`` (and IETF ``RateLimit``/``RateLimit-Policy``) of the tightest limit."""
+    state = result.tightest()
+    if state is None:
+        return []
+    now = time.time() if now is None else now
+    headers: list[tuple[str, str]] = []
+    if "x-ratelimit" in styles:
+        headers += [
+            ("X-RateLimit-Limit", str(state.limit)),
+            ("X-RateLimit-Remaining", str(max(0, state.remaining))),
+            ("X-RateLimit-Reset", str(math.ceil(state.reset))),
+        ]
+    if "ietf" in styles:
+        # draft-ietf-httpapi-ratelimit-headers: a named policy and its state.
+        window = int(state.spec.item.get_expiry())
+        reset_in = max(0, math.ceil(state.reset - now))
+        name = state.spec.kind
+        headers += [
+            ("RateLimit-Policy", f'"{name}";q={state.limit};w={window}'),
+            ("RateLimit", f'"{name}";r={max(0, state.remaining)};t={reset_in}'),
+        ]
+    if not result.admitted:
+        headers.append(("Retry-After", str(retry_after(state, now))))
+    return headers

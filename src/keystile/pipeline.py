@@ -1,0 +1,402 @@
+"""The one decision: given a request, admit it (with a principal) or refuse it.
+
+``decide`` is SPEC section 4, written once and free of I/O. It is a
+generator: it yields the I/O it needs (``StoreCall`` for the key store,
+``LimitCall`` for the limiter, ``VerifyImported`` for a slow imported hash)
+and receives the answers; a service that fails is thrown into it as
+``StoreUnavailable`` / ``LimiterUnavailable`` at that yield. ``run_sync`` and
+``run_async`` are the two drivers; the ASGI and WSGI middleware only
+translate a request into a ``RequestView`` and a ``Decision`` back into a
+response.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from keystile.cache import KeyCache
+from keystile.errors import LimiterUnavailable, ServiceUnavailable, StoreUnavailable
+from keystile.limiting import (
+    LimitCall,
+    LimitResult,
+    failed_auth_specs,
+    rate_limit_headers,
+    retry_after,
+    specs_for_key,
+)
+from keystile.routes import RouteMatch
+from keystile.scopes import ScopePolicy
+from keystile.sansio import (
+    BadCredential,
+    RequestView,
+    client_address,
+    origin_allowed,
+    origin_host,
+    read_credential,
+    routed_path,
+)
+from keystile.stores.base import KeyRecord, StoreCall
+
+if TYPE_CHECKING:
+    from keystile.engine import Keystile
+
+__all__ = ["Admit", "Decision", "Principal", "Refusal", "VerifyImported", "decide"]
+
+logger = logging.getLogger("keystile")
+
+STORE_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated key, as the app sees it: read-only, never the secret.
+
+    ``request.state.api_key`` (ASGI) or ``environ["keystile.api_key"]`` (WSGI).
+    """
+
+    id: str
+    name: str
+    org: str
+    owner: str | None
+    kind: str
+    type: str
+    scopes: tuple[str, ...]
+    plan: str | None
+    prefix: str
+    metadata: Mapping[str, Any] = field(compare=False)
+    expires_at: datetime | None = None
+    policy: ScopePolicy | None = field(default=None, repr=False, compare=False)
+    grants: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def missing_scopes(self, *required: str) -> tuple[str, ...]:
+        """The scopes in ``required`` this key lacks (``implies`` and wildcards counted)."""
+        if self.policy is None:
+            return tuple(s for s in required if s not in self.scopes)
+        return self.policy.missing(self.grants, required, ())
+
+    def has_scopes(self, *required: str) -> bool:
+        """Whether the key holds every scope in ``required``."""
+        return not self.missing_scopes(*required)
+
+    @classmethod
+    def of(
+        cls, record: KeyRecord, policy: ScopePolicy | None = None, grants: frozenset[str] = frozenset()
+    ) -> Principal:
+        return cls(
+            id=record.id,
+            name=record.name,
+            org=record.org,
+            owner=record.owner,
+            kind=record.kind,
+            type=record.type,
+            scopes=record.scopes,
+            plan=record.plan,
+            prefix=record.prefix,
+            metadata=record.metadata,
+            expires_at=record.expires_at,
+            policy=policy,
+            grants=grants,
+        )
+
+
+@dataclass(frozen=True)
+class Admit:
+    """Let the request through; ``headers`` go on the response."""
+
+    principal: Principal | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    strip_embed_token: bool = False
+    route: RouteMatch | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Answer the request here with ``status`` and a JSON body (SPEC section 5)."""
+
+    status: int
+    code: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Decision = Admit | Refusal
+
+
+@dataclass(frozen=True)
+class VerifyImported:
+    """Check a credential against a slow imported hash (run off the event loop)."""
+
+    hash: str
+    secret: str = field(repr=False)
+
+
+Flow = Generator[Any, Any, Decision]
+
+_PASS = Admit()
+
+
+def _bad_request(message: str, *, credential: bool = True) -> Refusal:
+    if not credential:
+        return Refusal(400, "BAD_REQUEST", message)
+    challenge = 'Bearer realm="api", error="invalid_request"'  # RFC 6750 section 3.1
+    return Refusal(400, "BAD_REQUEST", message, (("WWW-Authenticate", challenge),))
+
+
+def _unavailable(message: str) -> Refusal:
+    return Refusal(503, "UNAVAILABLE", message, (("Retry-After", str(STORE_RETRY_AFTER)),))
+
+
+def _forbidden(message: str) -> Refusal:
+    return Refusal(403, "FORBIDDEN", message)
+
+
+def decide(ks: Keystile, view: RequestView) -> Flow:
+    """SPEC section 4, steps 2 to 12."""
+    cfg = ks.config
+    # 2. CORS preflight passes without a key.
+    if (
+        view.method == "OPTIONS"
+        and "origin" in view.headers
+        and "access-control-request-method" in view.headers
+    ):
+        return _PASS
+
+    # 3. The route, on the path the app routes on.
+    path = routed_path(view)
+    if path is None:
+        return _bad_request("malformed request path", credential=False)
+    method = "GET" if view.websocket or view.method == "HEAD" else view.method
+    match = ks.routes.match(method, path)
+    rule = match.rule if match else None
+    if rule is None:
+        if cfg.default == "public":
+            return _PASS
+        if cfg.default == "deny":
+            return _forbidden("no route allows this request")
+    elif rule.public:
+        return Admit(route=match)
+
+    # 4. An address that spent its failed-auth budget is refused before parsing.
+    address = client_address(view, cfg.trusted_proxies)
+    auth_specs = failed_auth_specs(cfg, address)
+    if auth_specs:
+        try:
+            spent: LimitResult = yield LimitCall(auth_specs, peek=True)
+        except LimiterUnavailable as exc:
+            refusal = _limiter_down(ks, exc)
+            if refusal is not None:
+                return refusal
+        else:
+            if not spent.admitted:
+                return _too_many(ks, spent, "too many failed authentication attempts")
+
+    # 5-7. The credential and the key it names.
+    embed_route = bool(rule and rule.embed)
+    try:
+        credential = read_credential(view, cfg.credentials, embed_route=embed_route)
+    except BadCredential as exc:
+        return _bad_request(str(exc))
+    if credential is None:
+        return (yield from _unauthorized(ks, auth_specs, "API key required", sent=False))
+    secret = credential.value
+    key_type = ks.key_type_of(secret)
+    record: KeyRecord | None = None
+    if key_type is not None:
+        digest = ks.digest(secret)
+        try:
+            record = yield from _lookup(ks.cache, digest)
+        except StoreUnavailable as exc:
+            return _store_down(ks, exc)
+        # The store found the row by its digest; compare again in constant
+        # time so no code path depends on a partial match.
+        if record is not None and not hmac.compare_digest(record.digest or "", digest):
+            record = None
+    elif ks.imports_enabled:
+        try:
+            record = yield from _lookup_imported(ks, secret)
+        except StoreUnavailable as exc:
+            return _store_down(ks, exc)
+    if record is None or (key_type is not None and record.type != key_type):
+        # One message for unknown keys and bad checksums alike.
+        return (yield from _unauthorized(ks, auth_specs, "invalid API key"))
+    now = ks.now()
+    if record.revoked_at is not None:
+        return (yield from _unauthorized(ks, auth_specs, "API key has been revoked"))
+    if record.expires_at is not None and record.expires_at <= now:
+        return (yield from _unauthorized(ks, auth_specs, "API key has expired"))
+
+    # 8. Type rules: origin-bound and embed keys.
+    type_cfg = cfg.key_types[record.type]
+    if type_cfg.origin_bound and not origin_allowed(origin_host(view), record.allowed_origins):
+        return _forbidden("this key is not allowed from this origin")
+    if record.type == "embed":
+        refusal = _embed_refusal(record, match, method)
+        if refusal is not None:
+            return refusal
+    elif credential.source.startswith("embed-"):
+        return _forbidden("only embed keys may be sent as an embed token")
+
+    # 9. The key's org must be the one the path names.
+    if match is not None and rule is not None and rule.org_param:
+        if match.params.get(rule.org_param) != record.org:
+            return _forbidden("this key belongs to another organization")
+
+    # 10. Scopes.
+    if rule is not None and (rule.scopes or rule.scopes_any):
+        missing = ks.scopes.missing(ks.grants_of(record.scopes), rule.scopes, rule.scopes_any)
+        if missing:
+            return _insufficient_scope(missing, any_of=not rule.scopes)
+
+    # 11. Limits, all or nothing.
+    headers: tuple[tuple[str, str], ...] = ()
+    specs = specs_for_key(cfg, rule, ks.rule_ids.get(id(rule), 0), record)
+    if specs:
+        try:
+            result: LimitResult = yield LimitCall(specs)
+        except LimiterUnavailable as exc:
+            refusal = _limiter_down(ks, exc)
+            if refusal is not None:
+                return refusal
+        else:
+            if not result.admitted:
+                return _too_many(ks, result, "rate limit exceeded")
+            headers = tuple(rate_limit_headers(result, cfg.limiter.headers))
+
+    # 12. The app runs with the principal.
+    ks.note_use(record.id)
+    return Admit(
+        ks.principal_of(record),
+        headers,
+        strip_embed_token=credential.source.startswith("embed-"),
+        route=match,
+    )
+
+
+def _lookup(cache: KeyCache, digest: str) -> Generator[Any, Any, KeyRecord | None]:
+    cached = cache.get(digest)
+    if cached is not KeyCache.MISSING:
+        return cached  # type: ignore[return-value]
+    record: KeyRecord | None = yield StoreCall("find_by_digest", (digest,))
+    cache.put(digest, record)
+    return record
+
+
+def _lookup_imported(ks: Keystile, secret: str) -> Generator[Any, Any, KeyRecord | None]:
+    # An imported key is found by its digest once upgraded; before that by
+    # its public lookup prefix and one slow hash check, then upgraded so the
+    # slow hash never runs for it again.
+    digest = ks.digest(secret)
+    record = yield from _lookup(ks.cache, digest)
+    if record is not None:
+        return record
+    lookup = ks.import_lookup_prefix(secret)
+    if lookup is None:
+        return None
+    candidates: list[KeyRecord] = yield StoreCall("find_imported", (lookup,))
+    for candidate in candidates:
+        if candidate.imported_hash and (yield VerifyImported(candidate.imported_hash, secret)):
+            upgraded: KeyRecord = yield StoreCall(
+                "update", (candidate.id, {"digest": digest, "imported_hash": None})
+            )
+            ks.cache.put(digest, upgraded)
+            ks.emit("key.upgraded", upgraded)
+            return upgraded
+    return None
+
+
+def _unauthorized(
+    ks: Keystile, auth_specs: tuple[Any, ...], message: str, *, sent: bool = True
+) -> Generator[Any, Any, Refusal]:
+    challenge = 'Bearer realm="api", error="invalid_token"' if sent else 'Bearer realm="api"'
+    if auth_specs:
+        try:
+            yield LimitCall(auth_specs)  # every 401 spends the address's budget
+        except LimiterUnavailable:
+            logger.warning("could not count a failed authentication: limiter unavailable")
+    return Refusal(401, "UNAUTHORIZED", message, (("WWW-Authenticate", challenge),))
+
+
+def _insufficient_scope(missing: tuple[str, ...], *, any_of: bool) -> Refusal:
+    joined = ", ".join(missing)
+    text = f"one of: {joined}" if any_of and len(missing) > 1 else joined
+    return Refusal(
+        403,
+        "INSUFFICIENT_SCOPE",
+        f"API key lacks the required scope: {text}",
+        (("WWW-Authenticate", f'Bearer error="insufficient_scope", scope="{" ".join(missing)}"'),),
+        {"required_scopes": list(missing)},
+    )
+
+
+def _embed_refusal(record: KeyRecord, match: RouteMatch | None, method: str) -> Refusal | None:
+    if match is None or not match.rule.embed:
+        return _forbidden("embed keys are accepted on embed routes only")
+    if method != "GET":
+        return _forbidden("embed keys may only read")
+    for name, allowed in record.restrictions.items():
+        value = match.params.get(name)
+        if value is not None and value not in allowed:
+            return _forbidden(f"this embed key does not allow this {name}")
+    return None
+
+
+def _too_many(ks: Keystile, result: LimitResult, message: str) -> Refusal:
+    headers = rate_limit_headers(result, ks.config.limiter.headers)
+    state = result.tightest()
+    wait = retry_after(state) if state else 1
+    if not any(name == "Retry-After" for name, _ in headers):
+        headers.append(("Retry-After", str(wait)))
+    return Refusal(429, "RATE_LIMITED", message, tuple(headers), {"retry_after": wait})
+
+
+def _store_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal:
+    logger.error("key store unavailable: %s", exc)
+    ks.emit("store.unavailable", None, reason=str(exc))
+    return _unavailable("the key store is unavailable; try again shortly")
+
+
+def _limiter_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal | None:
+    logger.error("rate limiter unavailable: %s", exc)
+    ks.emit("limiter.unavailable", None, reason=str(exc))
+    if ks.config.limiter.on_error == "open":
+        return None
+    return _unavailable("the rate limiter is unavailable; try again shortly")
+
+
+# -- drivers ----------------------------------------------------------------------
+
+
+def run_sync(flow: Flow, perform: Callable[[Any], Any]) -> Decision:
+    """Drive a flow with blocking I/O: ``perform(effect)`` answers each effect."""
+    try:
+        effect = next(flow)
+        while True:
+            try:
+                answer = perform(effect)
+            except ServiceUnavailable as exc:
+                effect = flow.throw(exc)
+            else:
+                effect = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_async(flow: Flow, perform: Callable[[Any], Awaitable[Any]]) -> Decision:
+    """Drive a flow without blocking the loop: ``await perform(effect)``."""
+    try:
+        effect = next(flow)
+        while True:
+            try:
+                answer = await perform(effect)
+            except ServiceUnavailable as exc:
+                effect = flow.throw(exc)
+            else:
+                effect = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

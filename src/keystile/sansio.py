@@ -1,0 +1,263 @@
+"""The non-I/O half of a request, shared by the ASGI and WSGI drivers.
+
+The drivers turn an ASGI scope or a WSGI environ into one ``RequestView``;
+everything that reads a request (the routed path, the credential, the
+client address, the origin) is parsed here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+
+__all__ = [
+    "MAX_CREDENTIAL_BYTES",
+    "BadCredential",
+    "Credential",
+    "RequestView",
+    "client_address",
+    "normalize_path",
+    "origin_host",
+    "origin_allowed",
+    "read_credential",
+    "routed_path",
+    "strip_query_param",
+]
+
+MAX_CREDENTIAL_BYTES = 512
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class RequestView:
+    """What keystile needs of a request, from either server interface.
+
+    ``path`` is the path as the server gives it: still percent-encoded when
+    ``path_encoded`` (ASGI ``raw_path``), decoded otherwise (WSGI
+    ``PATH_INFO``). ``raw_uri`` is the request target as sent, when a WSGI
+    server provides it (``RAW_URI``, ``REQUEST_URI``): it is checked too,
+    since ``PATH_INFO`` has already lost an encoded slash. ``headers`` maps
+    lower-case names to every value sent, in order.
+    """
+
+    method: str
+    path: bytes
+    path_encoded: bool = False
+    root_path: str = ""
+    raw_uri: bytes | None = None
+    query_string: bytes = b""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    client: str | None = None
+    websocket: bool = False
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+
+def routed_path(view: RequestView) -> str | None:
+    """The decoded path the app routes on (minus ``root_path``), or None for a 400."""
+    if view.raw_uri is not None and view.raw_uri.startswith(b"/"):
+        if normalize_path(view.raw_uri, percent_encoded=True) is None:
+            return None
+    path = normalize_path(view.path, percent_encoded=view.path_encoded)
+    if path is None:
+        return None
+    root = view.root_path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def _is_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def normalize_path(raw: bytes, *, percent_encoded: bool) -> str | None:
+    """The decoded path to route on, or None when the path must be refused (400).
+
+    Refused: dot-segments (``/a/../b``, ``%2e%2e``), empty segments (``//``),
+    an encoded slash or backslash, any backslash, NUL and other control
+    characters, invalid UTF-8. A trailing slash is kept (routes ignore it).
+    """
+    if percent_encoded:
+        raw = raw.split(b"?", 1)[0]
+    if not raw.startswith(b"/"):
+        return None
+    segments = raw.split(b"/")[1:]
+    last = len(segments) - 1
+    decoded: list[str] = []
+    for index, segment in enumerate(segments):
+        if percent_encoded and b"%" in segment:
+            lowered = segment.lower()
+            if b"%2f" in lowered or b"%5c" in lowered:
+                return None
+            segment = unquote_to_bytes(segment)
+        if b"\\" in segment:
+            return None
+        try:
+            text = segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if text in (".", "..") or (text == "" and index != last) or _is_control(text):
+            return None
+        decoded.append(text)
+    return "/" + "/".join(decoded)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A credential as sent; ``repr`` never shows it."""
+
+    value: str = field(repr=False)
+    source: str  # "bearer" | "x-api-key" | "query" | "embed-query" | "embed-header"
+
+
+class BadCredential(Exception):
+    """The credential headers are malformed: 400 invalid_request (RFC 6750 section 2)."""
+
+
+def _single(view: RequestView, name: str) -> str | None:
+    values = view.headers.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadCredential(f"the {name} header was sent more than once")
+    return values[0]
+
+
+def _checked(value: str, where: str) -> str:
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_CREDENTIAL_BYTES:
+        raise BadCredential(f"the credential in {where} is over {MAX_CREDENTIAL_BYTES} bytes")
+    if _is_control(value):
+        raise BadCredential(f"the credential in {where} has control characters")
+    if "," in value:
+        # WSGI servers join a repeated header with commas: never split it.
+        raise BadCredential(f"the credential in {where} has a comma")
+    return value
+
+
+def _query_values(view: RequestView, name: str) -> list[str]:
+    if not view.query_string:
+        return []
+    pairs = parse_qsl(view.query_string.decode("latin-1"), keep_blank_values=True)
+    return [v for k, v in pairs if k == name]
+
+
+def read_credential(
+    view: RequestView, sources: Sequence[str], *, embed_route: bool = False
+) -> Credential | None:
+    """The one credential the request carries, None if none; raises ``BadCredential``.
+
+    ``sources`` is the config's ``credentials`` list (``bearer``,
+    ``x-api-key``, ``query:NAME``). On routes marked ``embed`` an embed
+    token may also come as ``?token=`` or ``X-Embed-Token``.
+    """
+    found: list[Credential] = []
+    if "bearer" in sources:
+        auth = _single(view, "authorization")
+        if auth is not None:
+            _checked(auth, "Authorization")
+            scheme, _, token = auth.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                token = token.strip()
+                if not token or " " in token or "\t" in token:
+                    raise BadCredential("the Bearer credential is malformed")
+                found.append(Credential(token, "bearer"))
+    if "x-api-key" in sources:
+        value = _single(view, "x-api-key")
+        if value is not None:
+            value = _checked(value, "x-api-key").strip()
+            if not value:
+                raise BadCredential("the x-api-key header is empty")
+            found.append(Credential(value, "x-api-key"))
+    for source in sources:
+        if source.startswith("query:"):
+            found.extend(_from_query(view, source[6:], "query"))
+    if embed_route:
+        header = _single(view, "x-embed-token")
+        if header is not None:
+            found.append(Credential(_checked(header, "X-Embed-Token").strip(), "embed-header"))
+        found.extend(_from_query(view, "token", "embed-query"))
+    if len(found) > 1:
+        raise BadCredential("send one credential, not several")
+    return found[0] if found else None
+
+
+def _from_query(view: RequestView, name: str, source: str) -> list[Credential]:
+    values = _query_values(view, name)
+    if len(values) > 1:
+        raise BadCredential(f"the {name} query parameter was sent more than once")
+    return [Credential(_checked(v, f"?{name}"), source) for v in values]
+
+
+def strip_query_param(query_string: bytes, name: str) -> bytes:
+    """The query string without ``name`` (so an embed token never reaches the app)."""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, v) for k, v in pairs if k != name]).encode("latin-1")
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address(view: RequestView, trusted: Sequence[Network]) -> str:
+    """The client's address: the peer, or the ``X-Forwarded-For`` hop a trusted proxy wrote.
+
+    The list is read from the right; hops written by trusted proxies are
+    skipped, and the first untrusted one is the client. A header from an
+    untrusted peer is ignored, so a client cannot choose its own address.
+    """
+    peer = view.client or "unknown"
+    if not trusted:
+        return peer
+    peer_ip = _parse_ip(peer)
+    if peer_ip is None or not any(peer_ip in net for net in trusted):
+        return peer
+    hops = [h for v in view.headers.get("x-forwarded-for", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        ip = _parse_ip(hop)
+        if ip is None:
+            return peer  # a garbled list: believe nothing in it
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return peer
+
+
+def origin_host(view: RequestView) -> str | None:
+    """The host of ``Origin``, else of ``Referer`` (lower-case, with port if any)."""
+    for name in ("origin", "referer"):
+        value = view.header(name)
+        if value and value != "null":
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                return None
+            if parts.hostname:
+                return parts.netloc.rpartition("@")[2].lower()
+            return None
+    return None
+
+
+def origin_allowed(host: str | None, allowed: Sequence[str]) -> bool:
+    """Whether ``host`` matches an allowed origin: ``app.example``, ``*.example.com``.
+
+    An entry without a port matches the host on any port; ``*.example.com``
+    matches subdomains, not ``example.com`` itself.
+    """
+    if host is None:
+        return False
+    bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    for entry in allowed:
+        target = host if ":" in entry else bare
+        if entry.startswith("*."):
+            if target.endswith(entry[1:]) and len(target) > len(entry) - 1:
+                return True
+        elif target == entry:
+            return True
+    return False

@@ -1,0 +1,155 @@
+"""What every key store keeps and the calls it answers.
+
+A store is a small set of named operations (``STORE_OPS``). The key API and
+the request pipeline are written once, as generators that yield
+``StoreCall`` values; a sync driver answers them with ``store.execute``, an
+async one with ``await store.aexecute``. A backend therefore writes each
+operation once: the memory store as plain methods, the SQL store as
+functions over a connection that both the sync and the async SQLAlchemy
+engines run (``AsyncConnection.run_sync``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Protocol
+
+__all__ = [
+    "STORE_OPS",
+    "AsyncKeyStore",
+    "KeyRecord",
+    "KeyStore",
+    "StoreCall",
+    "freeze",
+    "user_slot",
+    "utcnow",
+]
+
+# The operations a store answers, with their arguments:
+#   insert(record, now) -> None                 KeyConflict on a taken user slot
+#   get(key_id) -> KeyRecord | None
+#   find_by_digest(digest) -> KeyRecord | None
+#   find_imported(lookup_prefix) -> list[KeyRecord]
+#   list(org: str | None, now) -> list[KeyRecord]          active keys, oldest first
+#   update(key_id, changes: dict) -> KeyRecord | None      any KeyRecord fields
+#   revoke(key_id, now) -> KeyRecord | None                 None if unknown
+#   revoke_user(org, user, now) -> list[str]                ids revoked
+#   rotate(old_id, new_record, old_expires_at, now) -> KeyRecord | None  old record
+#   touch(last_used: dict[str, datetime]) -> None           write-behind of last_used_at
+#   ping() -> None
+STORE_OPS = frozenset(
+    {
+        "insert",
+        "get",
+        "find_by_digest",
+        "find_imported",
+        "list",
+        "update",
+        "revoke",
+        "revoke_user",
+        "rotate",
+        "touch",
+        "ping",
+    }
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def freeze(value: Any) -> Any:
+    """A read-only copy of nested JSON-like data (dicts become mapping proxies)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def user_slot(org: str, owner: str) -> str:
+    """The value under the unique index that allows one active user key per (user, org)."""
+    return f"{org}\x1f{owner}"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A stored key. Holds the digest of the secret, never the secret."""
+
+    id: str
+    digest: str | None
+    prefix: str
+    last4: str
+    name: str
+    scopes: tuple[str, ...]
+    org: str
+    owner: str | None
+    kind: str  # "user" | "bot"
+    type: str  # "secret" | "publishable" | "embed"
+    created_at: datetime
+    plan: str | None = None
+    rate_limit: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    restrictions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: freeze({}))
+    metadata: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
+    created_by: str | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    rotated_from: str | None = None
+    # Keys imported from another system: their hash and the public part used
+    # to find them, until the first successful use upgrades them to a digest.
+    imported_hash: str | None = field(default=None, repr=False)
+    lookup_prefix: str | None = None
+
+    def __repr__(self) -> str:
+        # The digest is not a secret, but it lets an offline guess be checked
+        # against a stolen pepper; keep it out of logs along with the rest.
+        return (
+            f"KeyRecord(id={self.id!r}, prefix={self.prefix!r}, name={self.name!r}, "
+            f"org={self.org!r}, kind={self.kind!r}, type={self.type!r})"
+        )
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @property
+    def slot(self) -> str | None:
+        if self.kind != "user" or self.owner is None:
+            return None
+        return user_slot(self.org, self.owner)
+
+    def replace(self, **changes: Any) -> KeyRecord:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StoreCall:
+    """One store operation that a flow asks its driver to perform."""
+
+    op: str
+    args: tuple[Any, ...] = ()
+
+
+class KeyStore(Protocol):
+    """A store answering ``STORE_OPS`` synchronously."""
+
+    url: str
+
+    def execute(self, op: str, *args: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncKeyStore(Protocol):
+    """A store answering ``STORE_OPS`` without blocking the event loop."""
+
+    url: str
+
+    async def aexecute(self, op: str, *args: Any) -> Any: ...
+
+    async def aclose(self) -> None: ...

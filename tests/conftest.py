@@ -1,0 +1,135 @@
+"""Shared fixtures: the table of backends every store and limiter test runs on.
+
+Each real service has a marker. When ``KEYSTILE_REQUIRE_SERVICES=1`` (as
+``.ci/run`` sets) a test whose service does not answer fails; otherwise it
+is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("KEYSTILE_REQUIRE_SERVICES") == "1"
+PEPPER = b"test-pepper-0123456789abcdef0123"
+
+POSTGRES_URL = os.environ.get(
+    "KEYSTILE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("KEYSTILE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("KEYSTILE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+_SERVICES = {
+    "postgres": ("127.0.0.1", 5432),
+    "mysql": ("127.0.0.1", 3306),
+    "redis": ("127.0.0.1", 6379),
+}
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str) -> None:
+    """Fail (under KEYSTILE_REQUIRE_SERVICES=1) or skip when a service is down."""
+    host, port = _SERVICES[name]
+    if _answers(host, port):
+        return
+    message = f"{name} does not answer on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " and KEYSTILE_REQUIRE_SERVICES=1")
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in _SERVICES:
+            if item.get_closest_marker(name) is not None:
+                item.add_marker(pytest.mark.usefixtures(f"_needs_{name}"))
+
+
+@pytest.fixture
+def _needs_postgres() -> None:
+    require_service("postgres")
+
+
+@pytest.fixture
+def _needs_mysql() -> None:
+    require_service("mysql")
+
+
+@pytest.fixture
+def _needs_redis() -> None:
+    require_service("redis")
+
+
+# The one table of key-store backends (limits' tests/utils.py does the same).
+STORE_BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+    pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
+]
+
+
+def _reset_sql(url: str) -> None:
+    import sqlalchemy as sa
+
+    from keystile.stores.sql import driver_url, metadata
+
+    engine = sa.create_engine(driver_url(url, use_async=False))
+    try:
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+def store_url_for(backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / ('keys-' + uuid.uuid4().hex[:8] + '.db')}"
+    url = POSTGRES_URL if backend == "postgres" else MYSQL_URL
+    require_service(backend)
+    _reset_sql(url)
+    return url
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url_for(request.param, tmp_path)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_engine(store: str, **config: Any) -> Any:
+    from keystile import Keystile
+
+    config.setdefault("default", "authenticated")
+    return Keystile({"store": store, **config}, pepper=PEPPER)
+
+
+@pytest.fixture
+def ks(store_url: str) -> Iterator[Any]:
+    engine = make_engine(
+        store_url,
+        limits={"key": None, "plans": {"free": "60/minute", "pro": "600/minute"}},
+        scopes={"known": ["events:read", "events:write", "results"]},
+        default="authenticated",
+    )
+    yield engine
+    engine.close()

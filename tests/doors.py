@@ -1,0 +1,164 @@
+"""Send one raw request through the ASGI or the WSGI middleware, the same way.
+
+Requests are built by hand (no HTTP client in between) so that hostile
+paths and repeated headers reach the middleware exactly as a server would
+hand them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from keystile.asgi import KeystileMiddleware as ASGIMiddleware
+from keystile.wsgi import ENVIRON_KEY
+from keystile.wsgi import KeystileMiddleware as WSGIMiddleware
+
+DOORS = ["asgi", "wsgi"]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    seen: dict[str, Any] = field(default_factory=dict)  # what the app saw
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def _principal_id(principal: Any) -> str | None:
+    return None if principal is None else principal.id
+
+
+async def echo_asgi(scope: Any, receive: Any, send: Any) -> None:
+    principal = scope.get("state", {}).get("api_key")
+    body = json.dumps(
+        {
+            "key": _principal_id(principal),
+            "query": scope.get("query_string", b"").decode(),
+            "headers": sorted(n.decode() for n, _ in scope.get("headers", ())),
+        }
+    ).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def echo_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = json.dumps(
+        {
+            "key": _principal_id(environ.get(ENVIRON_KEY)),
+            "query": environ.get("QUERY_STRING", ""),
+            "headers": sorted(
+                k[5:].replace("_", "-").lower() for k in environ if k.startswith("HTTP_")
+            ),
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+class Door:
+    """One middleware over an echo app, called with raw requests."""
+
+    def __init__(self, kind: str, engine: Any) -> None:
+        self.kind = kind
+        self.engine = engine
+        if kind == "asgi":
+            self.app: Any = ASGIMiddleware(echo_asgi, engine)
+        else:
+            self.app = WSGIMiddleware(echo_wsgi, engine)
+
+    def __call__(
+        self,
+        method: str,
+        path: bytes | str,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        query: str = "",
+        client: str = "127.0.0.1",
+        key: str | None = None,
+    ) -> Reply:
+        raw = path.encode("latin-1") if isinstance(path, str) else path
+        headers = list(headers or [])
+        if key is not None:
+            headers.append(("Authorization", f"Bearer {key}"))
+        if self.kind == "asgi":
+            return asyncio.run(self._asgi(method, raw, headers, query, client))
+        return self._wsgi(method, raw, headers, query, client)
+
+    async def _asgi(
+        self, method: str, raw: bytes, headers: list[tuple[str, str]], query: str, client: str
+    ) -> Reply:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": unquote_to_bytes(raw).decode("utf-8", "replace"),
+            "raw_path": raw,
+            "root_path": "",
+            "query_string": query.encode("latin-1"),
+            "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+            "client": (client, 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        start = sent[0]
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        hdrs = {n.decode("latin-1"): v.decode("latin-1") for n, v in start["headers"]}
+        return Reply(start["status"], hdrs, body, _seen(body, start["status"]))
+
+    def _wsgi(
+        self, method: str, raw: bytes, headers: list[tuple[str, str]], query: str, client: str
+    ) -> Reply:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(raw).decode("latin-1"),
+            "RAW_URI": raw.decode("latin-1") + (f"?{query}" if query else ""),
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": client,
+            "wsgi.url_scheme": "http",
+        }
+        for name, value in headers:
+            key = "HTTP_" + name.upper().replace("-", "_")
+            # As WSGI servers do: a repeated header arrives joined by commas.
+            environ[key] = f"{environ[key]}, {value}" if key in environ else value
+        status: list[Any] = []
+
+        def start_response(line: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+            status[:] = [int(line.split()[0]), {n.lower(): v for n, v in hdrs}]
+
+        body = b"".join(self.app(environ, start_response))
+        return Reply(status[0], status[1], body, _seen(body, status[0]))
+
+
+def _seen(body: bytes, status: int) -> dict[str, Any]:
+    if status != 200:
+        return {}
+    try:
+        return dict(json.loads(body))
+    except ValueError:
+        return {}

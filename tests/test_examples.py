@@ -1,0 +1,198 @@
+"""Every example app, protected by the one shared examples/keystile.yaml."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from keystile import Keystile
+from tests.conftest import PEPPER
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CONFIG = EXAMPLES / "keystile.yaml"
+
+Send = Callable[[str, str, dict[str, str]], tuple[int, Any]]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"keystile_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _asgi_client(module: ModuleType) -> Iterator[Send]:
+    from starlette.testclient import TestClient
+
+    with TestClient(module.app) as client:
+
+        def send(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+            reply = client.request(method, path, headers=headers)
+            return reply.status_code, reply.json()
+
+        yield send
+
+
+def _flask_client(module: ModuleType) -> Iterator[Send]:
+    client = module.app.test_client()
+
+    def send(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        reply = client.open(path, method=method, headers=headers)
+        return reply.status_code, reply.get_json()
+
+    yield send
+
+
+def _django_client(module: ModuleType) -> Iterator[Send]:
+    from django.test import Client
+
+    client = Client()
+
+    def send(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        reply = client.generic(method, path, headers=headers)
+        return reply.status_code, reply.json()
+
+    yield send
+
+
+CLIENTS = {
+    "starlette_app": _asgi_client,
+    "fastapi_app": _asgi_client,
+    "flask_app": _flask_client,
+    "django_app": _django_client,
+}
+
+
+@pytest.fixture
+def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEYSTILE_PEPPER", PEPPER.decode())
+    monkeypatch.delenv("KEYSTILE_CONFIG", raising=False)
+    with Keystile(str(CONFIG)) as ks:
+        yield {
+            "read": ks.keys.create(name="reader", scopes=["events:read"], org="acme").secret,
+            "write": ks.keys.create(name="writer", scopes=["events:write"], org="acme").secret,
+            "results": ks.keys.create(name="ci", scopes=["results"], org="acme").secret,
+        }
+
+
+@pytest.mark.parametrize("name", list(CLIENTS))
+def test_example_app_is_protected_by_the_shared_config(name: str, keys: dict[str, str]) -> None:
+    module = _load(name)
+    for send in CLIENTS[name](module):
+
+        def call(method: str, path: str, key: str | None = None) -> tuple[int, Any]:
+            return send(method, path, {"Authorization": f"Bearer {key}"} if key else {})
+
+        assert call("GET", "/health") == (200, {"ok": True})
+        status, body = call("GET", "/api/v1/events")
+        assert status == 401 and body["code"] == "UNAUTHORIZED"
+        status, body = call("GET", "/api/v1/events", keys["read"])
+        assert status == 200 and body["org"] == "acme" and body["key"].startswith("key_")
+        status, body = call("PUT", "/api/v1/events/42", keys["read"])
+        assert status == 403 and body["required_scopes"] == ["events:write"]
+        assert call("PUT", "/api/v1/events/42", keys["write"]) == (200, {"updated": "42"})
+        status, body = call("POST", "/api/v1/events/42/results", keys["results"])
+        assert status == 200 and body["event"] == "42"
+        status, body = call("GET", "/api/v1/nowhere", keys["read"])
+        assert status == 403 and body["code"] == "FORBIDDEN"
+
+
+def test_fastapi_dependency_declares_the_security_schemes(keys: dict[str, str]) -> None:
+    module = _load("fastapi_app")
+    schema = module.app.openapi()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["BearerKey"] == {
+        "type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"
+    }
+    assert schemes["ApiKeyHeader"]["in"] == "header"
+    assert schemes["ApiKeyHeader"]["name"] == "x-api-key"
+    operation = schema["paths"]["/api/v1/events"]["get"]
+    assert {"BearerKey": []} in operation["security"]
+
+
+def test_fastapi_dependency_refuses_a_missing_scope_in_code(keys: dict[str, str]) -> None:
+    from fastapi import Depends, FastAPI
+    from starlette.testclient import TestClient
+
+    from keystile.asgi import KeystileMiddleware
+    from keystile.fastapi import install_error_handler, require_scopes
+
+    app = FastAPI()
+    app.add_middleware(KeystileMiddleware, config=str(CONFIG))
+    install_error_handler(app)
+
+    @app.get("/api/v1/events")
+    def events(key: Any = Depends(require_scopes("events:write"))) -> dict[str, str]:
+        return {"key": key.id}
+
+    with TestClient(app) as client:
+        denied = client.get("/api/v1/events", headers={"x-api-key": keys["read"]})
+        assert denied.status_code == 403
+        assert denied.json()["required_scopes"] == ["events:write"]
+        allowed = client.get("/api/v1/events", headers={"x-api-key": keys["write"]})
+        assert allowed.status_code == 200
+
+
+def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "KEYSTILE_PEPPER"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keystile", "demo", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while len([line for line in lines if line.startswith("curl")]) < 3:
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert any("generated a random pepper" in line for line in lines)
+        curls = [line for line in lines if line.startswith("curl")]
+        for _ in range(100):  # wait for the server to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for line in curls:
+            command, expected = line.split("#")
+            argv = shlex.split(command)
+            method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
+            url = next(a for a in argv if a.startswith("http://"))
+            headers = dict(
+                argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H"
+            )
+            request = urllib.request.Request(url, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    status = reply.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+                err.close()
+            assert status == int(expected.strip()), line
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+    assert (tmp_path / "keystile-demo" / "demo.db").exists()

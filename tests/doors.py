@@ -73,10 +73,24 @@ class Door:
     def __init__(self, kind: str, engine: Any) -> None:
         self.kind = kind
         self.engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
         if kind == "asgi":
             self.app: Any = ASGIMiddleware(echo_asgi, engine)
         else:
             self.app = WSGIMiddleware(echo_wsgi, engine)
+
+    def close(self) -> None:
+        """Close the connections the door's event loop opened (as lifespan shutdown does)."""
+        if self._loop is not None:
+            self._loop.run_until_complete(self.engine.arelease())
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> Door:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __call__(
         self,
@@ -93,7 +107,11 @@ class Door:
         if key is not None:
             headers.append(("Authorization", f"Bearer {key}"))
         if self.kind == "asgi":
-            return asyncio.run(self._asgi(method, raw, headers, query, client))
+            if self._loop is None:
+                # One loop for the door's life, as a server has: the async
+                # store's pooled connections belong to it.
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(self._asgi(method, raw, headers, query, client))
         return self._wsgi(method, raw, headers, query, client)
 
     async def _asgi(

@@ -42,8 +42,9 @@ def engine() -> Iterator[Keystile]:
 
 
 @pytest.fixture(params=DOORS)
-def door(request: pytest.FixtureRequest, engine: Keystile) -> Door:
-    return Door(request.param, engine)
+def door(request: pytest.FixtureRequest, engine: Keystile) -> Iterator[Door]:
+    with Door(request.param, engine) as door:
+        yield door
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +181,7 @@ def test_key_of_another_org_is_forbidden_on_org_routes(door: Door, engine: Any) 
 
 def test_rate_limit_refusal_has_retry_after(door: Door) -> None:
     ks = Keystile({**CONFIG, "limits": {"key": "2/minute"}}, pepper=PEPPER)
-    try:
-        local = Door(door.kind, ks)
+    with Door(door.kind, ks) as local:
         key = ks.keys.create(name="l", scopes=["events:read"], org="acme").secret
         assert [local("GET", "/api/v1/events", key=key).status for _ in range(2)] == [200, 200]
         reply = local("GET", "/api/v1/events", key=key)
@@ -190,22 +190,20 @@ def test_rate_limit_refusal_has_retry_after(door: Door) -> None:
         assert reply.header("retry-after") == str(body["retry_after"])
         assert reply.header("x-ratelimit-remaining") == "0"
         assert reply.header("x-ratelimit-limit") == "2"
-    finally:
-        ks.close()
+    ks.close()
 
 
 def test_problem_json_when_configured(door: Door) -> None:
     ks = Keystile({**CONFIG, "errors": "problem"}, pepper=PEPPER)
-    try:
-        reply = Door(door.kind, ks)("GET", "/api/v1/events")
+    with Door(door.kind, ks) as local:
+        reply = local("GET", "/api/v1/events")
         assert reply.status == 401
         assert reply.header("content-type") == "application/problem+json"
         body = reply.json
         assert body["status"] == 401 and body["code"] == "UNAUTHORIZED"
         assert body["title"] == "Unauthorized" and body["detail"] == "API key required"
         assert body["type"].endswith("unauthorized")
-    finally:
-        ks.close()
+    ks.close()
 
 
 # -- SPEC section 4: requests that must never get through --------------------------

@@ -125,10 +125,9 @@ class KeystileMiddleware:
         async def wrapped() -> Message:
             message = await receive()
             if message.get("type") == "lifespan.shutdown":
-                # Write pending last_used_at before the server exits.
-                import anyio.to_thread
-
-                await anyio.to_thread.run_sync(self.ks.flush)
+                # Write pending last_used_at and close this loop's store
+                # connections before the server exits.
+                await self.ks.arelease()
             return message
 
         return wrapped

@@ -55,7 +55,8 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ALPHABETS = {"base62": 62, "hex": 16}
 # fmt: off
 _TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "trusted_proxies",
-             "limiter", "limits", "key_types", "scopes", "routes", "default", "errors")
+             "limiter", "limits", "key_types", "scopes", "routes", "default", "errors",
+             "imported_keys")
 # fmt: on
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
@@ -188,6 +189,9 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     default: str = "deny"
     errors: str = "json"
+    # Accept keys imported from another system (``lookup.secret`` verified by
+    # their own passlib hash once, then upgraded to keystile's digest).
+    imported_keys: bool = False
     source: str | None = None
     route_table: RouteTable = field(init=False, compare=False, repr=False)
     scope_policy: ScopePolicy = field(init=False, compare=False, repr=False)
@@ -488,6 +492,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         routes=tuple(_route(top, i, *entry) for i, entry in enumerate(top.items("routes"))),
         default=top.text("default", Config.default, ("deny", "authenticated", "public")),
         errors=top.text("errors", Config.errors, ("json", "problem")),
+        imported_keys=top.flag("imported_keys", Config.imported_keys),
         source=file,
     )
 

@@ -76,7 +76,7 @@ class Keystile:
         cfg = self.config
         self.now = clock
         self._pepper = self._resolve_pepper(pepper)
-        self.scopes = ScopePolicy.from_config(cfg.scopes, known=cfg.known_scopes())
+        self.scopes: ScopePolicy = cfg.scope_policy
         self.routes = cfg.route_table
         self.formats: dict[str, KeyFormat] = {
             name: KeyFormat(t.prefix, t.alphabet, t.length, t.checksum)
@@ -106,7 +106,7 @@ class Keystile:
         self._imports: Any = None
         self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
         self.rule_ids = {id(rule): i for i, rule in enumerate(cfg.routes)}
-        self.imports_enabled = bool(getattr(cfg, "imported_keys", False))
+        self.imports_enabled = cfg.imported_keys
         # A WSGI server has no shutdown hook of its own: flush at exit.
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -165,6 +165,10 @@ class Keystile:
             if credential.startswith(fmt.prefix) and fmt.matches(credential):
                 return name
         return None
+
+    def has_own_prefix(self, credential: str) -> bool:
+        """Whether ``credential`` starts like one of this config's key types."""
+        return any(credential.startswith(fmt.prefix) for fmt in self.formats.values())
 
     # -- stores ------------------------------------------------------------------
 
@@ -329,13 +333,24 @@ class Keystile:
         if self._limiter is not None:
             self._limiter.close()
 
-    async def aclose(self) -> None:
+    async def arelease(self) -> None:
+        """Flush, and close the connections the running event loop opened.
+
+        The ASGI middleware calls this at lifespan shutdown; the engine stays
+        usable (a later call on another loop opens new connections).
+        """
         import anyio.to_thread
 
-        await anyio.to_thread.run_sync(self.close)
+        await anyio.to_thread.run_sync(self.flush)
         store = self._astores.pop(asyncio.get_running_loop(), None)
         if store is not None:
             await store.aclose()
+
+    async def aclose(self) -> None:
+        import anyio.to_thread
+
+        await self.arelease()
+        await anyio.to_thread.run_sync(self.close)
 
     def __enter__(self) -> Keystile:
         return self

@@ -217,7 +217,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         # time so no code path depends on a partial match.
         if record is not None and not hmac.compare_digest(record.digest or "", digest):
             record = None
-    elif ks.imports_enabled:
+    elif ks.imports_enabled and not ks.has_own_prefix(secret):
         try:
             record = yield from _lookup_imported(ks, secret)
         except StoreUnavailable as exc:

@@ -117,7 +117,7 @@ class Keystile:
         return cls(source, **options)
 
     def __repr__(self) -> str:
-        return f"Keystile(store={self.config.store!r}, routes={len(self.routes.rules)})"
+        return f"Keystile(store={self.config.store!r}, routes={len(self.config.routes)})"
 
     # -- pepper and digests -----------------------------------------------------
 

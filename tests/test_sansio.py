@@ -1,0 +1,140 @@
+"""Parsing requests: paths, credentials, client addresses, origins (with property tests)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keystile.sansio import (
+    BadCredential,
+    RequestView,
+    client_address,
+    normalize_path,
+    origin_allowed,
+    origin_host,
+    read_credential,
+)
+
+SOURCES = ("bearer", "x-api-key")
+
+
+def view(headers: dict[str, list[str]] | None = None, **kw: object) -> RequestView:
+    return RequestView("GET", b"/", headers=headers or {}, **kw)  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=60))
+def test_normalized_path_has_no_tricks_left(raw: bytes) -> None:
+    for encoded in (True, False):
+        path = normalize_path(b"/" + raw, percent_encoded=encoded)
+        if path is None:
+            continue
+        segments = path.split("/")[1:]
+        assert all(s not in (".", "..") for s in segments)
+        assert all(s for s in segments[:-1])  # no empty segment but a trailing one
+        assert "\x00" not in path and "\\" not in path
+        assert all(ord(c) >= 0x20 and ord(c) != 0x7F for c in path)
+
+
+@given(st.lists(st.sampled_from(["a", "b", "%2e", ".", "..", "%2E%2e", "%2f", ""]), max_size=6))
+def test_any_dot_segment_is_refused_however_spelled(parts: list[str]) -> None:
+    raw = ("/" + "/".join(parts)).encode()
+    decoded = [p.replace("%2e", ".").replace("%2E", ".") for p in parts]
+    tricky = any(p in (".", "..") for p in decoded) or "%2f" in parts or "" in parts[:-1]
+    if tricky:
+        assert normalize_path(raw, percent_encoded=True) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(b"/", "/", id="root"),
+        pytest.param(b"/a/b/", "/a/b/", id="trailing-slash-kept"),
+        pytest.param(b"/caf%C3%A9", "/café", id="utf8"),
+        pytest.param(b"/a%20b", "/a b", id="space"),
+        pytest.param(b"/a?x=1", "/a", id="query-dropped"),
+        pytest.param(b"a/b", None, id="no-leading-slash"),
+        pytest.param(b"*", None, id="asterisk-form"),
+    ],
+)
+def test_normalize_path_cases(raw: bytes, expected: str | None) -> None:
+    assert normalize_path(raw, percent_encoded=True) == expected
+
+
+_header_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=80)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["authorization", "x-api-key", "x-embed-token"]),
+        st.lists(_header_text, min_size=1, max_size=2),
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_credential_parsing_refuses_or_returns_one_clean_value(
+    headers: dict[str, list[str]], embed: bool
+) -> None:
+    try:
+        found = read_credential(view(headers), SOURCES, embed_route=embed)
+    except BadCredential:
+        return
+    if found is None:
+        return
+    value = found.value
+    assert value and "," not in value and " " not in value.strip()
+    assert all(ord(c) >= 0x20 and ord(c) != 0x7F for c in value)
+    assert len(value.encode()) <= 512
+    assert found.value not in repr(found)
+
+
+def test_embed_token_is_only_read_on_embed_routes() -> None:
+    v = RequestView("GET", b"/", query_string=b"token=emb_x", headers={"x-embed-token": ["emb_y"]})
+    assert read_credential(v, SOURCES, embed_route=False) is None
+    with pytest.raises(BadCredential):  # both the query and the header: two credentials
+        read_credential(v, SOURCES, embed_route=True)
+
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "expected"),
+    [
+        pytest.param("203.0.113.9", ["1.2.3.4"], "203.0.113.9", id="untrusted-peer-header-ignored"),
+        pytest.param("10.0.0.2", ["1.2.3.4"], "1.2.3.4", id="trusted-proxy-believed"),
+        pytest.param("10.0.0.2", ["6.6.6.6, 1.2.3.4, 10.0.0.3"], "1.2.3.4", id="rightmost-untrusted"),
+        pytest.param("10.0.0.2", ["garbage"], "10.0.0.2", id="garbled-list"),
+        pytest.param("10.0.0.2", [], "10.0.0.2", id="no-header"),
+    ],
+)
+def test_client_address(peer: str, xff: list[str], expected: str) -> None:
+    headers = {"x-forwarded-for": xff} if xff else {}
+    assert client_address(view(headers, client=peer), TRUSTED) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed", "ok"),
+    [
+        pytest.param({"origin": ["https://rhumby.example"]}, ["rhumby.example"], True, id="exact"),
+        pytest.param({"origin": ["https://a.club.example"]}, ["*.club.example"], True,
+                     id="wildcard-sub"),
+        pytest.param({"origin": ["https://club.example"]}, ["*.club.example"], False,
+                     id="wildcard-not-apex"),
+        pytest.param({"origin": ["https://evilclub.example"]}, ["*.club.example"], False,
+                     id="suffix-trick"),
+        pytest.param({"origin": ["https://rhumby.example.evil"]}, ["rhumby.example"], False,
+                     id="longer-host"),
+        pytest.param({"referer": ["https://rhumby.example/page"]}, ["rhumby.example"], True,
+                     id="referer-fallback"),
+        pytest.param({"origin": ["null"]}, ["rhumby.example"], False, id="null-origin"),
+        pytest.param({}, ["rhumby.example"], False, id="no-origin"),
+        pytest.param({"origin": ["http://localhost:8000"]}, ["localhost:8000"], True, id="port"),
+        pytest.param({"origin": ["http://localhost:9000"]}, ["localhost:8000"], False,
+                     id="other-port"),
+    ],
+)
+def test_origin_rules(headers: dict[str, list[str]], allowed: list[str], ok: bool) -> None:
+    assert origin_allowed(origin_host(view(headers)), allowed) is ok

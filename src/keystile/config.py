@@ -19,23 +19,26 @@ Usage::
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-import yaml
-from limits import parse_many
-
+from keystile._config_reader import (
+    Section,
+    choice,
+    limit_problem,
+    parse_duration,
+    read_yaml,
+    scope_check,
+)
 from keystile.errors import ConfigError
 from keystile.routes import RouteTable, parse_pattern
-from keystile.scopes import ScopePolicy, find_cycle, is_pattern, is_well_formed
+from keystile.scopes import ScopePolicy, find_cycle, is_pattern
 
 __all__ = [
     "Config",
@@ -50,8 +53,6 @@ __all__ = [
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ALPHABETS = {"base62": 62, "hex": 16}
 # fmt: off
 _TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "trusted_proxies",
@@ -59,26 +60,6 @@ _TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "tr
              "imported_keys")
 # fmt: on
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-
-
-def parse_duration(value: str | float | timedelta) -> float:
-    """Return ``value`` in seconds: ``250ms``, ``2s``, ``1m``, ``24h``, ``7d`` or a number.
-
-    Negative, infinite and NaN durations are refused: none of keystile's
-    durations (TTLs, timeouts, grace periods) means anything below zero.
-    """
-    seconds: float | None = None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (found := _DURATION.fullmatch(value)):
-        seconds = float(found.group(1)) * _UNIT[found.group(2) or "s"]
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(
-            f"{value!r} is not a duration: write 250ms, 2s, 1m, 24h, 7d or a number of seconds"
-        )
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -217,236 +198,6 @@ class Config:
         return frozenset(s for s in names if not is_pattern(s))
 
 
-# --- YAML with line numbers ------------------------------------------------
-
-
-class _LineDict(dict[Any, Any]):
-    """A YAML mapping that remembers its own line and each key's line."""
-
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.key_lines: dict[Any, int] = {}
-
-
-class _LineList(list[Any]):
-    """A YAML sequence that remembers its own line and each item's line."""
-
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.item_lines: list[int] = []
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences carry 1-based line numbers."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[_LineDict]:
-    data = _LineDict(node.start_mark.line + 1)
-    yield data  # yielded first so that anchors and aliases resolve as in SafeLoader
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        try:
-            seen = key in data
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if seen:
-            # PyYAML keeps the last duplicate silently; in an auth config the
-            # first one is often the one the reader trusts, so refuse both.
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first at line {data.key_lines[key]})",
-                key_node.start_mark,
-            )
-        data[key] = loader.construct_object(value_node, deep=True)
-        data.key_lines[key] = line
-
-
-def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Iterator[_LineList]:
-    data = _LineList(node.start_mark.line + 1)
-    yield data
-    for child in node.value:
-        data.append(loader.construct_object(child, deep=True))
-        data.item_lines.append(child.start_mark.line + 1)
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
-
-
-def _read_yaml(file: str) -> Any:
-    try:
-        with open(file, encoding="utf-8") as stream:
-            return yaml.load(stream, Loader=_LineLoader)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config: {exc.strerror}", file=file) from None
-    except UnicodeDecodeError:
-        raise ConfigError("the config is not UTF-8 text", file=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
-
-
-# --- validation helpers -------------------------------------------------------
-
-Check: TypeAlias = Callable[[str], str | None]
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "a mapping" if isinstance(value, Mapping) else "a list" if _is_list(value) else "?"
-
-
-def _is_list(value: object) -> bool:
-    return isinstance(value, (list, tuple))
-
-
-class _Section:
-    """One mapping of the config: typed getters whose errors carry the key's line."""
-
-    def __init__(self, data: object, name: str, line: int | None, file: str | None) -> None:
-        if data is None:
-            data = {}  # `limiter:` with nothing under it means "all defaults"
-        if not isinstance(data, Mapping):
-            where = name or "the config"
-            line = data.line if isinstance(data, _LineList) and line is None else line
-            raise ConfigError(f"{where} must be a mapping, not {_kind(data)}", file=file, line=line)
-        self.data: Mapping[Any, Any] = data
-        self.name = name
-        self.file = file
-        self.line = data.line if isinstance(data, _LineDict) else line
-
-    def where(self, key: object) -> str:
-        return f"{self.name}.{key}" if self.name else str(key)
-
-    def line_of(self, key: object) -> int | None:
-        if isinstance(self.data, _LineDict):
-            return self.data.key_lines.get(key, self.line)
-        return self.line
-
-    def fail(self, key: object, message: str, line: int | None = None) -> ConfigError:
-        line = line if line is not None else self.line_of(key)
-        return ConfigError(f"{self.where(key)}: {message}", file=self.file, line=line)
-
-    def only(self, allowed: Collection[str]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"unknown key {self.where(key)!r} (allowed: {', '.join(allowed)}){hint}",
-                    file=self.file,
-                    line=self.line_of(key),
-                )
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.data
-
-    def sub(self, key: str) -> _Section:
-        return _Section(self.data.get(key), self.where(key), self.line_of(key), self.file)
-
-    def text(self, key: str, default: str, choices: Collection[str] = ()) -> str:
-        value = self.data.get(key, default)
-        if not isinstance(value, str) or not value or (choices and value not in choices):
-            expected = f"one of {', '.join(choices)}" if choices else "a non-empty string"
-            raise self.fail(key, f"must be {expected}, not {value!r}")
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, not {value!r}")
-        return value
-
-    def integer(self, key: str, default: int, minimum: int) -> int:
-        value = self.data.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.fail(key, f"must be a whole number >= {minimum}, not {value!r}")
-        return value
-
-    def duration(self, key: str, default: float, *, positive: bool) -> float:
-        try:
-            seconds = parse_duration(self.data.get(key, default))
-        except ConfigError as exc:
-            raise self.fail(key, exc.message) from None
-        if positive and seconds <= 0:
-            raise self.fail(key, "must be longer than zero")
-        return seconds
-
-    def limit(self, key: str, default: str | None) -> str | None:
-        value = self.data.get(key, default)
-        if value is None:
-            return None
-        problem = _limit_problem(value)
-        if problem:
-            raise self.fail(key, problem)
-        return str(value)
-
-    def items(self, key: str) -> list[tuple[Any, int | None]]:
-        value = self.data.get(key)
-        if value is None:
-            return []
-        if not _is_list(value):
-            raise self.fail(key, f"must be a list, not {_kind(value)}")
-        if isinstance(value, _LineList):
-            return list(zip(value, value.item_lines, strict=True))
-        return [(item, self.line_of(key)) for item in value]
-
-    def strings(self, key: str, default: tuple[str, ...], check: Check) -> tuple[str, ...]:
-        """A list of strings, each checked, duplicates dropped (order kept)."""
-        if key not in self.data:
-            return default
-        out: dict[str, None] = {}
-        for item, line in self.items(key):
-            problem = check(item) if isinstance(item, str) else f"must be a string, not {item!r}"
-            if problem:
-                raise self.fail(key, problem, line)
-            out[item] = None
-        return tuple(out)
-
-
-def _limit_problem(value: object) -> str | None:
-    if not isinstance(value, str):
-        return f"must be a rate limit such as '100/minute', not {value!r}"
-    try:
-        parsed = parse_many(value)
-    except ValueError:
-        return f"{value!r} is not a rate limit; write e.g. '100/minute' or '10/second;1000/day'"
-    if any(item.amount < 1 for item in parsed):
-        return f"{value!r} allows no request at all; remove the route instead"
-    return None
-
-
-def _scope_check(*, wildcards: bool) -> Check:
-    def check(scope: str) -> str | None:
-        if is_well_formed(scope, allow_wildcards=wildcards):
-            return None
-        if not wildcards and is_well_formed(scope):
-            return f"{scope!r}: a wildcard is not allowed here, name concrete scopes"
-        return f"{scope!r} is not a well-formed scope (resource:action or a word of A-Za-z0-9_.-)"
-
-    return check
-
-
-def _choice(choices: Collection[str]) -> Check:
-    return lambda v: None if v in choices else f"{v!r} is not one of {', '.join(choices)}"
-
-
 # --- the sections -------------------------------------------------------------
 
 
@@ -460,8 +211,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         file, data = None, source
     else:
         file = os.fspath(source)
-        data = _read_yaml(file)
-    top = _Section(data, "", None, file)
+        data = read_yaml(file)
+    top = Section(data, "", None, file)
     top.only(_TOP_KEYS)
     store = top.text("store", Config.store)
     if "://" not in store:
@@ -503,7 +254,7 @@ def _credential_problem(value: str) -> str | None:
     return f"{value!r} is not bearer, x-api-key or query:NAME"
 
 
-def _networks(top: _Section) -> tuple[Network, ...]:
+def _networks(top: Section) -> tuple[Network, ...]:
     out: list[Network] = []
     for item, line in top.items("trusted_proxies"):
         if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
@@ -520,7 +271,7 @@ def _networks(top: _Section) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def _limiter(sec: _Section) -> LimiterConfig:
+def _limiter(sec: Section) -> LimiterConfig:
     sec.only(("storage", "strategy", "headers", "on_error", "timeout"))
     storage = sec.text("storage", LimiterConfig.storage)
     if "://" not in storage:
@@ -529,20 +280,20 @@ def _limiter(sec: _Section) -> LimiterConfig:
     return LimiterConfig(
         storage=storage,
         strategy=sec.text("strategy", LimiterConfig.strategy, strategies),
-        headers=sec.strings("headers", LimiterConfig.headers, _choice(("x-ratelimit", "ietf"))),
+        headers=sec.strings("headers", LimiterConfig.headers, choice(("x-ratelimit", "ietf"))),
         on_error=sec.text("on_error", LimiterConfig.on_error, ("closed", "open")),
         timeout=sec.duration("timeout", LimiterConfig.timeout, positive=True),
     )
 
 
-def _limits(sec: _Section) -> LimitsConfig:
+def _limits(sec: Section) -> LimitsConfig:
     sec.only(("key", "org", "plans", "failed_auth"))
     plans_sec = sec.sub("plans")
     plans: dict[str, str] = {}
     for name, value in plans_sec.data.items():
         if not isinstance(name, str) or not name:
             raise plans_sec.fail(name, "a plan name must be a non-empty string")
-        problem = _limit_problem(value)
+        problem = limit_problem(value)
         if problem:
             raise plans_sec.fail(name, problem)
         plans[name] = value
@@ -554,7 +305,7 @@ def _limits(sec: _Section) -> LimitsConfig:
     )
 
 
-def _key_types(sec: _Section) -> Mapping[str, KeyTypeConfig]:
+def _key_types(sec: Section) -> Mapping[str, KeyTypeConfig]:
     sec.only(tuple(_DEFAULT_KEY_TYPES))
     types: dict[str, KeyTypeConfig] = {}
     for name, base in _DEFAULT_KEY_TYPES.items():
@@ -569,7 +320,7 @@ def _key_types(sec: _Section) -> Mapping[str, KeyTypeConfig]:
             alphabet=kt.text("alphabet", base.alphabet, tuple(_ALPHABETS)),
             length=kt.integer("length", base.length, minimum=1),
             checksum=kt.flag("checksum", base.checksum),
-            max_scopes=kt.strings("max_scopes", base.max_scopes, _scope_check(wildcards=True)),
+            max_scopes=kt.strings("max_scopes", base.max_scopes, scope_check(wildcards=True)),
             origin_bound=kt.flag("origin_bound", base.origin_bound),
         )
         if made.randomness_bits < 128:
@@ -590,9 +341,9 @@ def _key_types(sec: _Section) -> Mapping[str, KeyTypeConfig]:
     return MappingProxyType(types)
 
 
-def _scopes(sec: _Section) -> ScopesConfig:
+def _scopes(sec: Section) -> ScopesConfig:
     sec.only(("implies", "presets", "destructive", "known", "default"))
-    any_scope, concrete = _scope_check(wildcards=True), _scope_check(wildcards=False)
+    any_scope, concrete = scope_check(wildcards=True), scope_check(wildcards=False)
     implies_sec = sec.sub("implies")
     implies: dict[str, tuple[str, ...]] = {}
     for key in implies_sec.data:
@@ -626,15 +377,15 @@ def _scopes(sec: _Section) -> ScopesConfig:
     )
 
 
-def _route(top: _Section, index: int, item: object, line: int | None) -> RouteConfig:
-    sec = _Section(item, f"routes[{index}]", line, top.file)
+def _route(top: Section, index: int, item: object, line: int | None) -> RouteConfig:
+    sec = Section(item, f"routes[{index}]", line, top.file)
     sec.only(("path", "methods", "public", "scopes", "scopes_any", "org_param", "limit", "embed"))
     if "path" not in sec:
         raise ConfigError("a route needs a path", file=top.file, line=sec.line)
     pattern = parse_pattern(sec.data["path"], line=sec.line_of("path"), source=top.file)
     methods: tuple[str, ...] | None = None
     if "methods" in sec:
-        upper = _choice(_METHODS)
+        upper = choice(_METHODS)
         listed = sec.strings("methods", (), lambda m: upper(m.upper()))
         methods = tuple(dict.fromkeys(m.upper() for m in listed))
         if not methods:
@@ -652,8 +403,8 @@ def _route(top: _Section, index: int, item: object, line: int | None) -> RouteCo
         path=pattern.text,
         methods=methods,
         public=sec.flag("public", False),
-        scopes=sec.strings("scopes", (), _scope_check(wildcards=False)),
-        scopes_any=sec.strings("scopes_any", (), _scope_check(wildcards=False)),
+        scopes=sec.strings("scopes", (), scope_check(wildcards=False)),
+        scopes_any=sec.strings("scopes_any", (), scope_check(wildcards=False)),
         org_param=org_param,
         limit=sec.limit("limit", None),
         embed=sec.flag("embed", False),

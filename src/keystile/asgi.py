@@ -9,7 +9,6 @@ response start. The body is never touched, so streaming responses stream.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -149,10 +148,8 @@ def _config_or_env(config: Any) -> Any:
 
 
 def _warn_memory_limiter(engine: Keystile) -> None:
-    workers = os.environ.get("WEB_CONCURRENCY") or os.environ.get("UVICORN_WORKERS")
-    if engine.config.limiter.storage.startswith("memory") and workers and workers != "1":
-        logger.warning(
-            "limiter.storage is memory:// but %s worker processes run: each counts on its "
-            "own, so every limit is multiplied by the number of workers; use redis://",
-            workers,
-        )
+    from keystile.limiter import memory_limiter_warning
+
+    message = memory_limiter_warning(engine.config.limiter)
+    if message:
+        logger.warning("%s", message)

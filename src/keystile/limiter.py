@@ -5,12 +5,16 @@ limits leaves a gap in which another request can slip through (and a
 refused request could spend some limits before another one refuses). Each
 backend here closes that gap its own way:
 
+- Redis family (``redis://``, ``rediss://``, ``redis+unix://``,
+  ``redis+cluster://``, ``redis+sentinel://``, ``valkey...``):
+  ``RedisLimiter`` checks and spends all of a request's limits in one Lua
+  script, one round trip, atomic across every process (``_redis_limiter``).
 - ``memory://``: ``limits``' ``MemoryStorage`` and strategies, with the
   test-all-then-hit-all done under one lock, so threads and tasks of one
   process see one consistent count.
-- any other ``limits`` storage: the same, through ``limits``' strategies,
-  serialised per process; exact within one process only, which the start-up
-  warning says.
+- any other ``limits`` storage (``memcached://``, ``mongodb://``): the same,
+  through ``limits``' strategies, serialised per process; exact within one
+  process only, as docs/rate-limits.md says.
 
 A limiter call that raises or exceeds ``limiter.timeout`` becomes
 ``LimiterUnavailable``; the pipeline then fails closed (503) or open, as
@@ -19,16 +23,31 @@ the config says.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import re
 import threading
+import time
+from collections.abc import Mapping
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import limits.strategies
-from limits.storage import storage_from_string
+from limits.errors import ConfigurationError
+from limits.storage import MemoryStorage, storage_from_string
 
+from keystile._redis_clients import REDIS_SCHEMES
 from keystile.config import LimiterConfig
-from keystile.errors import LimiterUnavailable
+from keystile.errors import ConfigError, LimiterUnavailable
 from keystile.limiting import LimitCall, LimitResult, LimitState
 
-__all__ = ["StrategyLimiter", "open_limiter"]
+__all__ = [
+    "Limiter",
+    "StrategyLimiter",
+    "memory_limiter_warning",
+    "open_limiter",
+    "worker_processes",
+]
 
 _STRATEGIES: dict[str, type[limits.strategies.RateLimiter]] = {
     "fixed-window": limits.strategies.FixedWindowRateLimiter,
@@ -37,21 +56,40 @@ _STRATEGIES: dict[str, type[limits.strategies.RateLimiter]] = {
 }
 
 
+class Limiter(Protocol):
+    """What the engine needs of a limiter: answer a ``LimitCall``, sync or async."""
+
+    def hit_all(self, call: LimitCall) -> LimitResult: ...
+
+    async def ahit_all(self, call: LimitCall) -> LimitResult: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class StrategyLimiter:
-    """All-or-nothing counting over one ``limits`` storage, under a process lock."""
+    """All-or-nothing counting over one ``limits`` storage, under a process lock.
+
+    >>> StrategyLimiter(LimiterConfig(storage="memory://"))  # doctest: +SKIP
+
+    Exact within one process; across processes only a shared storage with
+    an atomic multi-limit operation (``RedisLimiter``) is.
+    """
 
     def __init__(self, config: LimiterConfig) -> None:
         self.config = config
+        scheme = config.storage.split("://")[0]
         try:
             self.storage = storage_from_string(config.storage)
             self.strategy = _STRATEGIES[config.strategy](self.storage)
         except NotImplementedError as exc:
-            from keystile.errors import ConfigError
-
             raise ConfigError(
-                f"limiter storage {config.storage.split('://')[0]}:// does not support "
-                f"the {config.strategy} strategy"
+                f"limiter storage {scheme}:// does not support the {config.strategy} strategy"
             ) from exc
+        except ConfigurationError as exc:
+            raise ConfigError(f"limiter storage {scheme}:// cannot be used: {exc}") from exc
+        self._in_memory = isinstance(self.storage, MemoryStorage)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -61,6 +99,7 @@ class StrategyLimiter:
         if not call.specs:
             return LimitResult(True, ())
         strategy = self.strategy
+        started = time.monotonic()
         try:
             with self._lock:
                 admitted = all(strategy.test(s.item, s.bucket) for s in call.specs)
@@ -74,15 +113,27 @@ class StrategyLimiter:
                         LimitState(spec, stats.remaining, stats.reset_time, stats.remaining <= 0)
                     )
         except Exception as exc:
-            raise LimiterUnavailable(
-                f"limiter storage unavailable: {type(exc).__name__}"
-            ) from exc
+            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+        if not self._in_memory and time.monotonic() - started > self.config.timeout:
+            raise LimiterUnavailable("limiter storage over limiter.timeout")
         return LimitResult(admitted, tuple(states))
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
-        # The memory storage never waits, so the lock is held for
-        # microseconds and the loop is not blocked.
-        return self.hit_all(call)
+        if self._in_memory:
+            # The memory storage never waits, so the lock is held for
+            # microseconds and the loop is not blocked.
+            return self.hit_all(call)
+        # A networked storage (memcached, MongoDB) blocks: run the one sync
+        # implementation in a worker thread rather than keep a drifting async
+        # copy of it, and stop waiting at the timeout.
+        import anyio
+        import anyio.to_thread
+
+        try:
+            with anyio.fail_after(self.config.timeout):
+                return await anyio.to_thread.run_sync(self.hit_all, call, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise LimiterUnavailable("limiter storage over limiter.timeout") from exc
 
     def close(self) -> None:
         pass
@@ -91,5 +142,58 @@ class StrategyLimiter:
         pass
 
 
-def open_limiter(config: LimiterConfig) -> StrategyLimiter:
+def open_limiter(config: LimiterConfig) -> Limiter:
+    """The backend for ``limiter.storage``: Lua on the Redis family, else ``limits``."""
+    scheme = urlsplit(config.storage).scheme.lower().removeprefix("async+")
+    if scheme in REDIS_SCHEMES:
+        from keystile._redis_limiter import RedisLimiter
+
+        return RedisLimiter(config)
     return StrategyLimiter(config)
+
+
+_WORKER_FLAG = re.compile(r"(?:^|\s)(?:-w|--workers)(?:\s+|=)(\d+)")
+
+
+def worker_processes(environ: Mapping[str, str] | None = None) -> int | None:
+    """How many worker processes serve this app, when the server says so.
+
+    Read from ``WEB_CONCURRENCY`` (gunicorn, Heroku, uvicorn),
+    ``UVICORN_WORKERS`` and ``--workers``/``-w`` in ``GUNICORN_CMD_ARGS``.
+    ``None`` when nothing tells.
+    """
+    env = os.environ if environ is None else environ
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS"):
+        value = env.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    match = _WORKER_FLAG.search(env.get("GUNICORN_CMD_ARGS", ""))
+    return int(match.group(1)) if match else None
+
+
+def memory_limiter_warning(
+    config: LimiterConfig, environ: Mapping[str, str] | None = None, *, spawned: bool | None = None
+) -> str | None:
+    """The start-up warning for ``memory://`` under several workers, or None.
+
+    Each worker process counts on its own, so every limit is multiplied by
+    the number of workers. Besides the server's settings, a process started
+    by ``multiprocessing`` (uvicorn's ``--workers``, hypercorn) is taken as
+    one worker of several.
+    """
+    if urlsplit(config.storage).scheme.lower() != "memory":
+        return None
+    workers = worker_processes(environ)
+    if spawned is None:
+        spawned = multiprocessing.parent_process() is not None
+    if workers is not None and workers > 1:
+        how_many = f"{workers} worker processes run"
+    elif workers is None and spawned:
+        how_many = "this process is a worker started by multiprocessing"
+    else:
+        return None
+    return (
+        f"limiter.storage is memory:// but {how_many}: each process counts on its own, so "
+        "every limit is multiplied by the number of workers; use a shared storage such as "
+        "redis:// (see docs/rate-limits.md)"
+    )

@@ -26,23 +26,40 @@ __all__ = [
     "LimitResult",
     "LimitSpec",
     "LimitState",
+    "failed_auth_specs",
     "parse_limits",
     "rate_limit_headers",
+    "retry_after",
     "specs_for_key",
 ]
 
 
 @dataclass(frozen=True)
 class LimitSpec:
-    """One limit to count: the item (``100/minute``), whose bucket, and its kind."""
+    """One limit to count: the item (``100/minute``), whose bucket, and its kind.
+
+    ``shard`` groups the limits that are counted together: every limit of
+    one request shares it (the key's org, or the failed-auth address), so a
+    Redis Cluster can keep them in one hash slot and spend them in one
+    atomic script while different orgs spread over the cluster. It defaults
+    to the bucket itself.
+    """
 
     item: RateLimitItem
     bucket: str  # e.g. "key:key_abc", "org:acme", "route:12:key_abc", "auth:10.0.0.1"
     kind: str  # "route" | "key" | "org" | "plan" | "failed_auth"
+    shard: str = ""
+
+    @property
+    def slot_tag(self) -> str:
+        return self.shard or self.bucket
 
 
 @dataclass(frozen=True)
 class LimitState:
+    """One limit after a call: what is left, when the window frees up, and
+    whether it refuses (nothing left)."""
+
     spec: LimitSpec
     remaining: int
     reset: float  # Unix seconds when the window frees up
@@ -55,6 +72,9 @@ class LimitState:
 
 @dataclass(frozen=True)
 class LimitResult:
+    """The answer to a ``LimitCall``: admitted or not, and every limit's state
+    as of the same instant (so the headers describe what was decided)."""
+
     admitted: bool
     states: tuple[LimitState, ...]
 
@@ -98,26 +118,34 @@ def specs_for_key(
     - ``limits.org``, shared by every key of the org.
     """
     specs: list[LimitSpec] = []
+    shard = f"org:{record.org}"  # a key never leaves its org: one slot per org
     if rule is not None and rule.limit:
         specs += [
-            LimitSpec(i, f"route:{rule_id}:{record.id}", "route") for i in parse_limits(rule.limit)
+            LimitSpec(i, f"route:{rule_id}:{record.id}", "route", shard)
+            for i in parse_limits(rule.limit)
         ]
     own = record.rate_limit or config.limits.key
     if own:
-        specs += [LimitSpec(i, f"key:{record.id}", "key") for i in parse_limits(own)]
+        specs += [LimitSpec(i, f"key:{record.id}", "key", shard) for i in parse_limits(own)]
     plan = config.limits.plans.get(record.plan) if record.plan else None
     if plan:
-        specs += [LimitSpec(i, f"plan:{record.plan}:{record.id}", "plan") for i in parse_limits(plan)]
+        specs += [
+            LimitSpec(i, f"plan:{record.plan}:{record.id}", "plan", shard)
+            for i in parse_limits(plan)
+        ]
     if config.limits.org:
-        specs += [LimitSpec(i, f"org:{record.org}", "org") for i in parse_limits(config.limits.org)]
+        specs += [
+            LimitSpec(i, f"org:{record.org}", "org", shard) for i in parse_limits(config.limits.org)
+        ]
     return tuple(specs)
 
 
 def failed_auth_specs(config: Config, address: str) -> tuple[LimitSpec, ...]:
+    """``limits.failed_auth`` for one client address (counted on each 401)."""
     if not config.limits.failed_auth:
         return ()
     return tuple(
-        LimitSpec(i, f"auth:{address}", "failed_auth")
+        LimitSpec(i, f"auth:{address}", "failed_auth", f"auth:{address}")
         for i in parse_limits(config.limits.failed_auth)
     )
 

@@ -1,0 +1,241 @@
+"""The Redis-family limiter: every limit of a request in one Lua script.
+
+``limits`` checks and spends one limit per call. Over several limits that is
+test-all-then-hit-all, and between the test and the hit another process can
+spend the same counters: across processes, more requests get in than the
+limit allows. Here one script (``keystile/lua/<strategy>.lua``) receives all
+of a request's limits, checks every one, spends all of them only if none
+refuses, and returns each limit's remaining count and reset time, all in one
+round trip and under Redis's single-threaded script execution. So 100
+concurrent requests against ``5/minute`` admit exactly 5, from any number of
+processes.
+
+Redis Cluster runs a script on one node only, with all its keys in one hash
+slot. Every key carries its spec's ``slot_tag`` as a hash tag (``{org:acme}``,
+``{auth:10.0.0.1}``): the limits of one request share it, so they live in
+one slot and the script stays atomic, while different orgs spread over the
+cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+from keystile._redis_clients import RedisTarget, async_client, parse_redis_uri, sync_client
+from keystile.config import LimiterConfig
+from keystile.errors import LimiterUnavailable
+from keystile.limiting import LimitCall, LimitResult, LimitState
+
+__all__ = ["RedisLimiter"]
+
+_SCRIPTS = {
+    "fixed-window": ("fixed_window.lua", "fw"),
+    "moving-window": ("moving_window.lua", "mw"),
+    "sliding-window-counter": ("sliding_window_counter.lua", "swc"),
+}
+
+
+def _failure_types() -> tuple[type[BaseException], ...]:
+    # RedisClusterException is not a RedisError; OSError covers a reset
+    # socket, and TimeoutError (an OSError) the client-side bound.
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+
+
+class RedisLimiter:
+    """All-or-nothing counting on Redis, Valkey, a Redis Cluster or Sentinel.
+
+    >>> limiter = RedisLimiter(LimiterConfig(storage="redis://127.0.0.1:6379"))  # doctest: +SKIP
+
+    WSGI calls ``hit_all`` (a blocking client, safe across threads); ASGI
+    awaits ``ahit_all`` (a ``redis.asyncio`` client per event loop, so the
+    loop never waits on a socket). Each call is one ``EVALSHA`` bounded by
+    ``limiter.timeout``; on any failure it raises ``LimiterUnavailable``.
+    """
+
+    def __init__(self, config: LimiterConfig, *, key_prefix: str | None = None) -> None:
+        self.config = config
+        self.target: RedisTarget = parse_redis_uri(config.storage)
+        self.prefix = key_prefix or self.target.key_prefix
+        self.timeout = config.timeout
+        name, self._short = _SCRIPTS[config.strategy]
+        self._two_keys = config.strategy == "sliding-window-counter"
+        self.script = (files("keystile") / "lua" / name).read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.script.encode()).hexdigest()
+        self._failures = _failure_types()
+        self._sync: Any = None
+        self._sync_lock = threading.Lock()
+        self._loops = _LoopClients(lambda: async_client(self.target, self.timeout))
+
+    def __repr__(self) -> str:
+        return f"RedisLimiter({self.target!r}, {self.config.strategy})"
+
+    # -- the request, in Redis's terms (one copy for sync and async) -----------------
+
+    def keys_and_args(self, call: LimitCall) -> tuple[list[str], list[str | int]]:
+        """The script's KEYS and ARGV for a call (pure; shared by both paths)."""
+        keys: list[str] = []
+        args: list[str | int] = ["1" if call.peek else "0"]
+        for spec in call.specs:
+            item = spec.item
+            window_ms = int(item.get_expiry() * 1000)
+            base = (
+                f"{self.prefix}:{{{spec.slot_tag}}}:{self._short}:{spec.bucket}"
+                f":{item.amount}/{window_ms}"
+            )
+            keys += [f"{base}:prev", f"{base}:cur"] if self._two_keys else [base]
+            args += [int(item.amount), window_ms]
+        return keys, args
+
+    @staticmethod
+    def result_of(call: LimitCall, reply: Sequence[Any]) -> LimitResult:
+        """Turn the script's ``{admitted, now, remaining, reset, ...}`` into a result."""
+        admitted = int(reply[0]) == 1
+        states = []
+        for i, spec in enumerate(call.specs):
+            remaining = int(reply[2 + 2 * i])
+            reset = int(reply[3 + 2 * i]) / 1000
+            states.append(LimitState(spec, max(0, remaining), reset, remaining <= 0))
+        return LimitResult(admitted, tuple(states))
+
+    # -- sync (WSGI) -------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._sync is None:
+            with self._sync_lock:
+                if self._sync is None:
+                    self._sync = sync_client(self.target, self.timeout)
+        return self._sync
+
+    def hit_all(self, call: LimitCall) -> LimitResult:
+        """Check and spend every limit of ``call`` in one round trip (blocking)."""
+        if not call.specs:
+            return LimitResult(True, ())
+        keys, args = self.keys_and_args(call)
+        started = time.monotonic()
+        try:
+            reply = self._eval(self._client(), keys, args)
+        except self._failures as exc:
+            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+        # The socket timeouts bound each connect and read; this bounds the
+        # whole call, so a slow answer counts as an outage as the config says.
+        if time.monotonic() - started > self.timeout:
+            raise LimiterUnavailable("limiter storage over limiter.timeout")
+        return self.result_of(call, reply)
+
+    def _eval(self, client: Any, keys: list[str], args: list[str | int]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # first use on this server, or after SCRIPT FLUSH
+            return client.eval(self.script, len(keys), *keys, *args)
+
+    # -- async (ASGI) ------------------------------------------------------------------
+
+    async def ahit_all(self, call: LimitCall) -> LimitResult:
+        """Check and spend every limit of ``call`` in one round trip, never blocking the loop."""
+        if not call.specs:
+            return LimitResult(True, ())
+        keys, args = self.keys_and_args(call)
+        try:
+            reply = await asyncio.wait_for(self._aeval(keys, args), self.timeout)
+        except self._failures as exc:
+            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+        return self.result_of(call, reply)
+
+    async def _aeval(self, keys: list[str], args: list[str | int]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        client = await self._loops.get()
+
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.script, len(keys), *keys, *args)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the blocking client (async clients close with their loop)."""
+        with self._sync_lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            client.close()
+            # A cluster client's close() leaves its nodes' pools connected.
+            for node in getattr(client, "get_nodes", list)():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client."""
+        await self._loops.close_current()
+
+
+@dataclass
+class _LoopEntry:
+    client: Any
+    keeper: AsyncGenerator[None, None]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ready: bool = False
+
+
+class _LoopClients:
+    """One async client per event loop, closed when that loop shuts down.
+
+    A ``redis.asyncio`` connection belongs to the loop that opened it, and
+    servers and tests may run several loops (one per thread, or
+    ``asyncio.run`` per call). Each client is tied to its loop through an
+    async generator: the loop's ``shutdown_asyncgens()`` (which
+    ``asyncio.run`` and uvicorn call) closes the generator, whose ``finally``
+    closes the client on its own loop, so no socket outlives it.
+
+    The first caller on a loop also prepares the client (a cluster client
+    learns the slot map) while the others wait: redis-py's async cluster
+    client, hit by many tasks before it has initialised, races on its
+    connections.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._entries.get(loop)
+        if entry is None:
+            client = self._factory()
+            # Stored before the first await so concurrent tasks share one client.
+            entry = self._entries[loop] = _LoopEntry(client, _closed_with_loop(client))
+            await entry.keeper.__anext__()  # runs to its yield: now the loop tracks it
+        if not entry.ready:
+            async with entry.lock:
+                if not entry.ready:
+                    initialize = getattr(entry.client, "initialize", None)
+                    if initialize is not None:
+                        await initialize()
+                    entry.ready = True
+        return entry.client
+
+    async def close_current(self) -> None:
+        entry = self._entries.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry.keeper.aclose()
+
+
+async def _closed_with_loop(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()

@@ -41,6 +41,7 @@ from keystile.routes import RouteTable, parse_pattern
 from keystile.scopes import ScopePolicy, find_cycle, is_pattern
 
 __all__ = [
+    "AuditConfig",
     "Config",
     "KeyTypeConfig",
     "LimiterConfig",
@@ -57,7 +58,7 @@ _ALPHABETS = {"base62": 62, "hex": 16}
 # fmt: off
 _TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "trusted_proxies",
              "limiter", "limits", "key_types", "scopes", "routes", "default", "errors",
-             "imported_keys")
+             "imported_keys", "audit")
 # fmt: on
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
@@ -107,6 +108,19 @@ _DEFAULT_KEY_TYPES = {
     "embed": KeyTypeConfig("embed", "emb_", origin_bound=True),
 }
 _DEFAULT_PRESETS: dict[str, tuple[str, ...]] = {"read-only": ("*:read",), "full": ("*",)}
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where audit events go (see :mod:`keystile.audit`); callbacks are added in Python."""
+
+    log: bool = True
+    store: bool = False
+    webhook_url: str | None = None
+    webhook_secret_env: str = "KEYSTILE_WEBHOOK_SECRET"
+    webhook_timeout: float = 2.0
+    webhook_retries: int = 3
+    queue_size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -173,6 +187,7 @@ class Config:
     # Accept keys imported from another system (``lookup.secret`` verified by
     # their own passlib hash once, then upgraded to keystile's digest).
     imported_keys: bool = False
+    audit: AuditConfig = field(default_factory=AuditConfig)
     source: str | None = None
     route_table: RouteTable = field(init=False, compare=False, repr=False)
     scope_policy: ScopePolicy = field(init=False, compare=False, repr=False)
@@ -244,6 +259,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         default=top.text("default", Config.default, ("deny", "authenticated", "public")),
         errors=top.text("errors", Config.errors, ("json", "problem")),
         imported_keys=top.flag("imported_keys", Config.imported_keys),
+        audit=_audit(top.sub("audit")),
         source=file,
     )
 
@@ -269,6 +285,24 @@ def _networks(top: Section) -> tuple[Network, ...]:
         except ValueError as exc:
             raise top.fail("trusted_proxies", f"{item!r} is not a CIDR ({exc})", line) from None
     return tuple(out)
+
+
+def _audit(sec: Section) -> AuditConfig:
+    sec.only(("log", "store", "webhook", "queue_size"))
+    hook = sec.sub("webhook")
+    hook.only(("url", "secret_env", "timeout", "retries"))
+    url = hook.data.get("url")
+    if url is not None and (not isinstance(url, str) or not re.match(r"https?://", url)):
+        raise hook.fail("url", f"must be an http(s) URL, not {url!r}")
+    return AuditConfig(
+        log=sec.flag("log", AuditConfig.log),
+        store=sec.flag("store", AuditConfig.store),
+        webhook_url=url,
+        webhook_secret_env=hook.text("secret_env", AuditConfig.webhook_secret_env),
+        webhook_timeout=hook.duration("timeout", AuditConfig.webhook_timeout, positive=True),
+        webhook_retries=hook.integer("retries", AuditConfig.webhook_retries, minimum=0),
+        queue_size=sec.integer("queue_size", AuditConfig.queue_size, minimum=1),
+    )
 
 
 def _limiter(sec: Section) -> LimiterConfig:

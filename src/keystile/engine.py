@@ -22,15 +22,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
 from keystile.config import Config, load_config
 from keystile.errors import ConfigError, ServiceUnavailable
 from keystile.keys import KeyFormat, digest, imported_hash_context
 from keystile.lifecycle import KeyManager
-from keystile.limiter import StrategyLimiter, open_limiter
+from keystile.limiter import Limiter, open_limiter
 from keystile.limiting import LimitCall
-from keystile.pipeline import Decision, Principal, VerifyImported, decide, run_async, run_sync
-from keystile.sansio import RequestView
+from keystile.pipeline import (
+    Decision,
+    Principal,
+    Refusal,
+    VerifyImported,
+    decide,
+    run_async,
+    run_sync,
+)
+from keystile.sansio import RequestView, client_address
 from keystile.scopes import ScopePolicy
 from keystile.stores import (
     AsyncKeyStore,
@@ -97,12 +106,12 @@ class Keystile:
         self._store_lock = threading.Lock()
         self.keys = KeyManager(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
         self._used: dict[str, datetime] = {}
         self._used_lock = threading.Lock()
         self._flusher: threading.Timer | None = None
         self._closed = False
-        self._limiter: StrategyLimiter | None = None
+        self._limiter: Limiter | None = None
         self._imports: Any = None
         self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
         self.rule_ids = {id(rule): i for i, rule in enumerate(cfg.routes)}
@@ -199,7 +208,7 @@ class Keystile:
             init()
 
     @property
-    def limiter(self) -> StrategyLimiter:
+    def limiter(self) -> Limiter:
         if self._limiter is None:
             with self._store_lock:
                 if self._limiter is None:
@@ -210,11 +219,11 @@ class Keystile:
 
     def decide(self, view: RequestView) -> Decision:
         """Admit or refuse a request, with blocking I/O (WSGI)."""
-        return run_sync(decide(self, view), self._perform)
+        return self._audit_refusal(view, run_sync(decide(self, view), self._perform))
 
     async def adecide(self, view: RequestView) -> Decision:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
-        return await run_async(decide(self, view), self._aperform)
+        return self._audit_refusal(view, await run_async(decide(self, view), self._aperform))
 
     def _perform(self, effect: Any) -> Any:
         if isinstance(effect, StoreCall):
@@ -275,21 +284,46 @@ class Keystile:
 
     # -- events ----------------------------------------------------------------------
 
-    def emit(self, event: str, record: KeyRecord | None, **fields: Any) -> None:
-        """Report a key event to the listeners; never carries a secret."""
-        data: dict[str, Any] = {
-            "event": event,
-            "time": self.now().isoformat(),
-            "key_id": record.id if record else fields.pop("key_id", None),
-            "org": record.org if record else fields.pop("org", None),
-            **fields,
-        }
-        logger.info("%s key_id=%s org=%s", event, data["key_id"], data["org"])
-        for listener in self.listeners:
-            try:
-                listener(data)
-            except Exception:
-                logger.exception("audit listener %r failed", listener)
+    def emit(
+        self,
+        event: str,
+        record: KeyRecord | None,
+        *,
+        org: str | None = None,
+        reason: str | None = None,
+        client: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Record an audit event (see :mod:`keystile.audit`); never carries a secret."""
+        self.audit.record(
+            AuditEvent(
+                event,
+                self.now(),
+                key_id=record.id if record else None,
+                org=record.org if record else org,
+                reason=reason,
+                client=client,
+                status=status,
+            )
+        )
+
+    def _audit_refusal(self, view: RequestView, decision: Decision) -> Decision:
+        if isinstance(decision, Refusal) and decision.status in (401, 403, 429):
+            self.audit.record(
+                AuditEvent(
+                    "request.refused",
+                    self.now(),
+                    key_id=decision.key_id,
+                    org=decision.org,
+                    reason=f"{decision.code}: {decision.message}",
+                    client=client_address(view, self.config.trusted_proxies),
+                    status=decision.status,
+                )
+            )
+        return decision
+
+    def _write_audit(self, events: list[AuditEvent]) -> None:
+        self.store.execute("audit", events)
 
     # -- last_used_at, written behind -------------------------------------------------
 
@@ -328,6 +362,7 @@ class Keystile:
             if self._flusher is not None:
                 self._flusher.cancel()
         self.flush()
+        self.audit.close()
         if self._store is not None:
             self._store.close()
         if self._limiter is not None:
@@ -345,6 +380,8 @@ class Keystile:
         store = self._astores.pop(asyncio.get_running_loop(), None)
         if store is not None:
             await store.aclose()
+        if self._limiter is not None:
+            await self._limiter.aclose()  # the running loop's limiter connections
 
     async def aclose(self) -> None:
         import anyio.to_thread

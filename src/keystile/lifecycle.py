@@ -365,7 +365,8 @@ class KeyManager:
             raise KeyNotFound(f"key {key_id!r} is revoked or expired")
         record: KeyRecord = yield StoreCall("update", (key_id, values))
         self._ks.forget(record)
-        self._ks.emit("key.updated", record, reason=",".join(sorted(values)))
+        event = "key.scopes_changed" if "scopes" in values else "key.updated"
+        self._ks.emit(event, record, reason="changed " + ",".join(sorted(values)))
         return record
 
     def _revoke(self, key_id: str) -> Flow[KeyRecord]:

@@ -40,9 +40,11 @@ __all__ = [
 #   revoke_user(org, user, now) -> list[str]                ids revoked
 #   rotate(old_id, new_record, old_expires_at, now) -> KeyRecord | None  old record
 #   touch(last_used: dict[str, datetime]) -> None           write-behind of last_used_at
+#   audit(events: list[AuditEvent]) -> None                 append audit events
 #   ping() -> None
 STORE_OPS = frozenset(
     {
+        "audit",
         "insert",
         "get",
         "find_by_digest",

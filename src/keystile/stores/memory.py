@@ -9,6 +9,7 @@ database would give.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ class MemoryKeyStore:
         self._by_id: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, str] = {}
         self._slots: dict[str, str] = {}  # user slot -> key id
+        self.audit_log: deque[Any] = deque(maxlen=10_000)
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(keys={len(self._by_id)})"
@@ -146,6 +148,9 @@ class MemoryKeyStore:
             old = self._by_id.get(key_id)
             if old is not None and (old.last_used_at is None or old.last_used_at < when):
                 self._by_id[key_id] = old.replace(last_used_at=when)
+
+    def _audit(self, events: list[Any]) -> None:
+        self.audit_log.extend(events)
 
     def _ping(self) -> None:
         pass

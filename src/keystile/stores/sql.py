@@ -31,7 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores.base import STORE_OPS, KeyRecord, freeze
 
-__all__ = ["SCHEMA_VERSION", "AsyncSQLKeyStore", "SQLKeyStore", "keys_table", "metadata"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncSQLKeyStore",
+    "SQLKeyStore",
+    "audit_table",
+    "keys_table",
+    "metadata",
+]
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +79,21 @@ keys_table = sa.Table(
     sa.Index("ix_keystile_keys_user_slot", "user_slot", unique=True),
     sa.Index("ix_keystile_keys_org", "org"),
     sa.Index("ix_keystile_keys_lookup_prefix", "lookup_prefix"),
+)
+
+audit_table = sa.Table(
+    "keystile_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("time", _Timestamp, nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("key_id", _Id, nullable=True),
+    sa.Column("org", _Name, nullable=True),
+    sa.Column("reason", sa.String(255), nullable=True),
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Index("ix_keystile_audit_time", "time"),
 )
 
 schema_table = sa.Table(
@@ -289,6 +311,26 @@ def op_touch(conn: Connection, last_used: dict[str, datetime]) -> None:
         .values(last_used_at=sa.bindparam("when"))
     )
     conn.execute(stmt, [{"key_id": k, "when": _to_db(v)} for k, v in last_used.items()])
+
+
+def op_audit(conn: Connection, events: list[Any]) -> None:
+    """Append audit events (``keystile.audit.AuditEvent``) in one statement."""
+    if events:
+        conn.execute(
+            sa.insert(audit_table),
+            [
+                {
+                    "time": _to_db(e.time),
+                    "event": e.event,
+                    "key_id": e.key_id,
+                    "org": e.org,
+                    "reason": (e.reason or "")[:255] or None,
+                    "client": e.client,
+                    "status": e.status,
+                }
+                for e in events
+            ],
+        )
 
 
 def op_ping(conn: Connection) -> None:

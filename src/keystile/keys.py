@@ -25,7 +25,6 @@ then upgraded to the digest, so the slow hash runs at most once per key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import re
@@ -131,7 +130,7 @@ class KeyFormat:
 
 def digest(pepper: bytes, secret: str) -> str:
     """The stored form of a secret: hex HMAC-SHA256 keyed by the pepper."""
-    return hmac.new(pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, secret.encode("utf-8", "surrogateescape"), "sha256").hex()
 
 
 def display_prefix(secret: str) -> str:

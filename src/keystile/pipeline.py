@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,6 @@ from keystile.limiting import (
     specs_for_key,
 )
 from keystile.routes import RouteMatch
-from keystile.scopes import ScopePolicy
 from keystile.sansio import (
     BadCredential,
     RequestView,
@@ -40,6 +39,7 @@ from keystile.sansio import (
     read_credential,
     routed_path,
 )
+from keystile.scopes import ScopePolicy
 from keystile.stores.base import KeyRecord, StoreCall
 
 if TYPE_CHECKING:
@@ -85,7 +85,10 @@ class Principal:
 
     @classmethod
     def of(
-        cls, record: KeyRecord, policy: ScopePolicy | None = None, grants: frozenset[str] = frozenset()
+        cls,
+        record: KeyRecord,
+        policy: ScopePolicy | None = None,
+        grants: frozenset[str] = frozenset(),
     ) -> Principal:
         return cls(
             id=record.id,
@@ -123,6 +126,9 @@ class Refusal:
     message: str
     headers: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # For the audit trail, when the key was identified; never in the body.
+    key_id: str | None = None
+    org: str | None = None
 
 
 Decision = Admit | Refusal
@@ -205,10 +211,18 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     if credential is None:
         return (yield from _unauthorized(ks, auth_specs, "API key required", sent=False))
     secret = credential.value
-    key_type = ks.key_type_of(secret)
+    digest = ks.digest(secret)
+    cached = ks.cache.get(digest)
     record: KeyRecord | None = None
-    if key_type is not None:
-        digest = ks.digest(secret)
+    if isinstance(cached, KeyRecord):
+        # This exact credential passed the format and checksum check when it
+        # was cached, and its digest is the cache key: skip both.
+        record, key_type = cached, cached.type
+    else:
+        key_type = ks.key_type_of(secret)
+    if record is not None:
+        pass
+    elif key_type is not None:
         try:
             record = yield from _lookup(ks.cache, digest)
         except StoreUnavailable as exc:
@@ -231,6 +245,24 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     if record.expires_at is not None and record.expires_at <= now:
         return (yield from _unauthorized(ks, auth_specs, "API key has expired"))
 
+    decision = yield from _authorize(ks, view, match, method, record, credential.source)
+    if isinstance(decision, Refusal):
+        return replace(decision, key_id=record.id, org=record.org)
+    return decision
+
+
+def _authorize(
+    ks: Keystile,
+    view: RequestView,
+    match: RouteMatch | None,
+    method: str,
+    record: KeyRecord,
+    source: str,
+) -> Flow:
+    """Steps 8 to 12, for a key that exists and is active."""
+    cfg = ks.config
+    rule = match.rule if match else None
+
     # 8. Type rules: origin-bound and embed keys.
     type_cfg = cfg.key_types[record.type]
     if type_cfg.origin_bound and not origin_allowed(origin_host(view), record.allowed_origins):
@@ -239,13 +271,13 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         refusal = _embed_refusal(record, match, method)
         if refusal is not None:
             return refusal
-    elif credential.source.startswith("embed-"):
+    elif source.startswith("embed-"):
         return _forbidden("only embed keys may be sent as an embed token")
 
     # 9. The key's org must be the one the path names.
-    if match is not None and rule is not None and rule.org_param:
-        if match.params.get(rule.org_param) != record.org:
-            return _forbidden("this key belongs to another organization")
+    org_param = rule.org_param if rule is not None else None
+    if match is not None and org_param and match.params.get(org_param) != record.org:
+        return _forbidden("this key belongs to another organization")
 
     # 10. Scopes.
     if rule is not None and (rule.scopes or rule.scopes_any):
@@ -273,7 +305,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     return Admit(
         ks.principal_of(record),
         headers,
-        strip_embed_token=credential.source.startswith("embed-"),
+        strip_embed_token=source.startswith("embed-"),
         route=match,
     )
 

@@ -8,6 +8,7 @@ client address, the origin) is parsed here, once.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
@@ -71,8 +72,16 @@ def routed_path(view: RequestView) -> str | None:
     return path
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Segments of unreserved and sub-delim characters that cannot start with a
+# dot (so no dot-segment), with no %, no backslash and no empty segment: such
+# a path needs no decoding and holds no trick.
+_SAFE = rb"[A-Za-z0-9_~:@!$&'()*+,;=-]"
+_PLAIN_PATH = re.compile(rb"(?:/" + _SAFE + rb"(?:" + _SAFE + rb"|\.)*)*/?")
+
+
 def _is_control(text: str) -> bool:
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def normalize_path(raw: bytes, *, percent_encoded: bool) -> str | None:
@@ -84,6 +93,8 @@ def normalize_path(raw: bytes, *, percent_encoded: bool) -> str | None:
     """
     if percent_encoded:
         raw = raw.split(b"?", 1)[0]
+    if _PLAIN_PATH.fullmatch(raw):
+        return raw.decode("ascii")  # the common case: nothing to decode or refuse
     if not raw.startswith(b"/"):
         return None
     segments = raw.split(b"/")[1:]

@@ -376,10 +376,14 @@ def test_sentinel_uri_builds_a_master_client_without_connecting() -> None:
 
 
 def test_a_redis_storage_picks_the_lua_limiter_and_memcached_the_library() -> None:
+    from keystile._memory_limiter import MemoryLimiter
     from keystile.limiter import StrategyLimiter, open_limiter
 
     assert isinstance(open_limiter(LimiterConfig(storage="redis://127.0.0.1:1")), RedisLimiter)
-    assert isinstance(open_limiter(LimiterConfig(storage="memory://")), StrategyLimiter)
+    assert isinstance(open_limiter(LimiterConfig(storage="memory://")), MemoryLimiter)
+    memcached = open_limiter(LimiterConfig(storage="memcached://127.0.0.1:1",
+                                           strategy="fixed-window"))
+    assert isinstance(memcached, StrategyLimiter)
     ks = Keystile({"store": "memory://", "limiter": {"storage": "nosuch://x"}}, pepper=PEPPER)
     with pytest.raises(ConfigError), ks:
         assert ks.limiter is None

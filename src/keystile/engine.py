@@ -24,12 +24,12 @@ from typing import Any
 
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
-from keystile.config import Config, load_config
+from keystile.config import Config, RouteConfig, load_config
 from keystile.errors import ConfigError, ServiceUnavailable
 from keystile.keys import KeyFormat, digest, imported_hash_context
 from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
-from keystile.limiting import LimitCall
+from keystile.limiting import LimitCall, LimitSpec, specs_for_key
 from keystile.pipeline import (
     Decision,
     Principal,
@@ -106,6 +106,7 @@ class Keystile:
         self._store_lock = threading.Lock()
         self.keys = KeyManager(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
+        self._specs: dict[tuple[Any, ...], tuple[LimitSpec, ...]] = {}
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
         self._used: dict[str, datetime] = {}
         self._used_lock = threading.Lock()
@@ -167,6 +168,17 @@ class Keystile:
                 self._grants.clear()
             grants = self._grants[scopes] = self.scopes.expand(scopes)
         return grants
+
+    def limit_specs(self, rule: RouteConfig | None, record: KeyRecord) -> tuple[LimitSpec, ...]:
+        """The limits of a request by ``record`` on ``rule``, memoized per engine."""
+        memo = (id(rule), record.id, record.rate_limit, record.plan, record.org)
+        specs = self._specs.get(memo)
+        if specs is None:
+            if len(self._specs) >= self.config.cache_size:
+                self._specs.clear()
+            rule_id = self.rule_ids.get(id(rule), 0)
+            specs = self._specs[memo] = specs_for_key(self.config, rule, rule_id, record)
+        return specs
 
     def key_type_of(self, credential: str) -> str | None:
         """The key type whose format ``credential`` has (checksum included), or None."""

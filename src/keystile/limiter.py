@@ -149,6 +149,10 @@ def open_limiter(config: LimiterConfig) -> Limiter:
         from keystile._redis_limiter import RedisLimiter
 
         return RedisLimiter(config)
+    if scheme == "memory":
+        from keystile._memory_limiter import MemoryLimiter
+
+        return MemoryLimiter(config.strategy)
     return StrategyLimiter(config)
 
 

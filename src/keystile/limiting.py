@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import limits
@@ -49,6 +49,11 @@ class LimitSpec:
     bucket: str  # e.g. "key:key_abc", "org:acme", "route:12:key_abc", "auth:10.0.0.1"
     kind: str  # "route" | "key" | "org" | "plan" | "failed_auth"
     shard: str = ""
+    window: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Seconds per window, read once: the limiters need it on every call.
+        object.__setattr__(self, "window", float(self.item.get_expiry()))
 
     @property
     def slot_tag(self) -> str:

@@ -27,7 +27,6 @@ from keystile.limiting import (
     failed_auth_specs,
     rate_limit_headers,
     retry_after,
-    specs_for_key,
 )
 from keystile.routes import RouteMatch
 from keystile.sansio import (
@@ -287,7 +286,7 @@ def _authorize(
 
     # 11. Limits, all or nothing.
     headers: tuple[tuple[str, str], ...] = ()
-    specs = specs_for_key(cfg, rule, ks.rule_ids.get(id(rule), 0), record)
+    specs = ks.limit_specs(rule, record)
     if specs:
         try:
             result: LimitResult = yield LimitCall(specs)

@@ -138,3 +138,17 @@ def test_client_address(peer: str, xff: list[str], expected: str) -> None:
 )
 def test_origin_rules(headers: dict[str, list[str]], allowed: list[str], ok: bool) -> None:
     assert origin_allowed(origin_host(view(headers)), allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        pytest.param({"x-embed-token": [""]}, b"", id="empty-embed-header"),
+        pytest.param({"x-embed-token": ["  "]}, b"", id="blank-embed-header"),
+        pytest.param({}, b"token=", id="empty-token-query"),
+    ],
+)
+def test_an_empty_embed_token_is_malformed(headers: dict[str, list[str]], query: bytes) -> None:
+    with pytest.raises(BadCredential, match="empty"):
+        read_credential(RequestView("GET", b"/", headers=headers, query_string=query), SOURCES,
+                        embed_route=True)

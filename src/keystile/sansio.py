@@ -190,7 +190,7 @@ def read_credential(
     if embed_route:
         header = _single(view, "x-embed-token")
         if header is not None:
-            found.append(Credential(_checked(header, "X-Embed-Token").strip(), "embed-header"))
+            found.append(Credential(_nonempty(header, "X-Embed-Token"), "embed-header"))
         found.extend(_from_query(view, "token", "embed-query"))
     if len(found) > 1:
         raise BadCredential("send one credential, not several")
@@ -201,7 +201,14 @@ def _from_query(view: RequestView, name: str, source: str) -> list[Credential]:
     values = _query_values(view, name)
     if len(values) > 1:
         raise BadCredential(f"the {name} query parameter was sent more than once")
-    return [Credential(_checked(v, f"?{name}"), source) for v in values]
+    return [Credential(_nonempty(v, f"?{name}"), source) for v in values]
+
+
+def _nonempty(value: str, where: str) -> str:
+    value = _checked(value, where).strip()
+    if not value:
+        raise BadCredential(f"the credential in {where} is empty")
+    return value
 
 
 def strip_query_param(query_string: bytes, name: str) -> bytes:

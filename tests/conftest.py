@@ -133,3 +133,12 @@ def ks(store_url: str) -> Iterator[Any]:
     )
     yield engine
     engine.close()
+
+
+# Property tests: the same examples on every CI run (a red run should mean a
+# change broke something, not that the search got lucky); random elsewhere.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("dev", deadline=None)
+_hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -23,9 +23,11 @@ from types import TracebackType
 from typing import Any
 
 from keystile.audit import AuditEvent, Auditor
+from keystile._redis_clients import REDIS_SCHEMES
 from keystile.cache import KeyCache
 from keystile.config import Config, RouteConfig, load_config
 from keystile.errors import ConfigError, ServiceUnavailable
+from keystile.invalidation import Invalidator
 from keystile.keys import KeyFormat, digest, imported_hash_context
 from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
@@ -108,6 +110,10 @@ class Keystile:
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self._specs: dict[tuple[Any, ...], tuple[LimitSpec, ...]] = {}
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
+        self.invalidator: Invalidator | None = None
+        scheme = cfg.limiter.storage.split("://", 1)[0].lower().removeprefix("async+")
+        if scheme in REDIS_SCHEMES:
+            self.invalidator = Invalidator(cfg.limiter.storage, self.cache)
         self._used: dict[str, datetime] = {}
         self._used_lock = threading.Lock()
         self._flusher: threading.Timer | None = None
@@ -231,10 +237,14 @@ class Keystile:
 
     def decide(self, view: RequestView) -> Decision:
         """Admit or refuse a request, with blocking I/O (WSGI)."""
+        if self.invalidator is not None:
+            self.invalidator.start()  # a no-op once listening
         return self._audit_refusal(view, run_sync(decide(self, view), self._perform))
 
     async def adecide(self, view: RequestView) -> Decision:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
+        if self.invalidator is not None:
+            self.invalidator.start()
         return self._audit_refusal(view, await run_async(decide(self, view), self._aperform))
 
     def _perform(self, effect: Any) -> Any:
@@ -286,13 +296,15 @@ class Keystile:
     # -- cache invalidation --------------------------------------------------------
 
     def forget(self, record: KeyRecord) -> None:
-        """Drop a changed key from the cache, in this process at once."""
+        """Drop a changed key from the cache: here at once, elsewhere by Redis or the TTL."""
         if record.digest is not None:
             self.cache.forget_digest(record.digest)
-        self.cache.forget_id(record.id)
+        self.forget_id(record.id)
 
     def forget_id(self, key_id: str) -> None:
         self.cache.forget_id(key_id)
+        if self.invalidator is not None:
+            self.invalidator.publish(key_id)
 
     # -- events ----------------------------------------------------------------------
 
@@ -375,6 +387,8 @@ class Keystile:
                 self._flusher.cancel()
         self.flush()
         self.audit.close()
+        if self.invalidator is not None:
+            self.invalidator.close()
         if self._store is not None:
             self._store.close()
         if self._limiter is not None:

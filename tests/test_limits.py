@@ -64,7 +64,14 @@ def redis_url() -> Iterator[str]:
 
 
 def make_ks(storage: str, limits: dict[str, Any], **options: Any) -> Keystile:
-    limiter = {"storage": storage, "strategy": "moving-window", **options.pop("limiter", {})}
+    # A generous timeout: these tests are about counting, and a loaded machine
+    # must not turn a slow first call into a 503. Outage tests set their own.
+    limiter = {
+        "storage": storage,
+        "strategy": "moving-window",
+        "timeout": "2s",
+        **options.pop("limiter", {}),
+    }
     config = {
         "store": "memory://",
         "limiter": limiter,

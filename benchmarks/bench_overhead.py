@@ -12,8 +12,8 @@ Goal (issue 6): at most 20 µs per request on the 2-core CI machine.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -25,8 +25,10 @@ CONFIG = {
     "store": "memory://",
     "limiter": {"storage": "memory://", "strategy": "moving-window"},
     # Large enough never to refuse during the run: every request counts on both.
-    "limits": {"key": os.environ.get("BENCH_KEY_LIMIT", "100000000/hour"),
-               "org": os.environ.get("BENCH_ORG_LIMIT", "100000000/hour")},
+    "limits": {
+        "key": os.environ.get("BENCH_KEY_LIMIT", "100000000/hour"),
+        "org": os.environ.get("BENCH_ORG_LIMIT", "100000000/hour"),
+    },
     "routes": [{"path": "/api/v1/events", "methods": ["GET"], "scopes": ["events:read"]}],
 }
 
@@ -83,15 +85,25 @@ def main() -> None:
     key = ks.keys.create(name="bench", scopes=["events:read"], org="acme").secret
     header = f"Bearer {key}"
     scope = {
-        "type": "http", "method": "GET", "path": "/api/v1/events",
-        "raw_path": b"/api/v1/events", "root_path": "", "query_string": b"",
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/events",
+        "raw_path": b"/api/v1/events",
+        "root_path": "",
+        "query_string": b"",
         "headers": [(b"host", b"localhost"), (b"authorization", header.encode())],
         "client": ("127.0.0.1", 5000),
     }
     environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": "/api/v1/events", "QUERY_STRING": "",
-        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "HTTP_AUTHORIZATION": header,
-        "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/events",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+        "HTTP_AUTHORIZATION": header,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
     }
     wrapped_asgi = ASGIMiddleware(bare_asgi, ks)
     wrapped_wsgi = WSGIMiddleware(bare_wsgi, ks)
@@ -101,8 +113,16 @@ def main() -> None:
 
     rows = []
     for name, bare, wrapped in (
-        ("ASGI", lambda: _time_asgi(bare_asgi, scope, n), lambda: _time_asgi(wrapped_asgi, scope, n)),
-        ("WSGI", lambda: _time_wsgi(bare_wsgi, environ, n), lambda: _time_wsgi(wrapped_wsgi, environ, n)),
+        (
+            "ASGI",
+            lambda: _time_asgi(bare_asgi, scope, n),
+            lambda: _time_asgi(wrapped_asgi, scope, n),
+        ),
+        (
+            "WSGI",
+            lambda: _time_wsgi(bare_wsgi, environ, n),
+            lambda: _time_wsgi(wrapped_wsgi, environ, n),
+        ),
     ):
         b = _best(bare)
         w = _best(wrapped)

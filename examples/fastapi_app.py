@@ -25,7 +25,9 @@ def health() -> dict[str, bool]:
 
 
 @app.get("/api/v1/events")
-def list_events(key: Annotated[Principal, Depends(require_scopes("events:read"))]) -> dict[str, object]:
+def list_events(
+    key: Annotated[Principal, Depends(require_scopes("events:read"))],
+) -> dict[str, object]:
     return {"events": [], "org": key.org, "key": key.id}
 
 

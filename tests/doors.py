@@ -48,8 +48,13 @@ async def echo_asgi(scope: Any, receive: Any, send: Any) -> None:
             "headers": sorted(n.decode() for n, _ in scope.get("headers", ())),
         }
     ).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -55,8 +55,9 @@ def test_every_key_change_and_refusal_is_an_event_without_the_secret(door: str) 
 
 
 def test_store_outage_is_an_event() -> None:
-    ks = Keystile({"store": "postgresql+psycopg://postgres@127.0.0.1:1/test", "routes": ROUTES},
-                  pepper=PEPPER)
+    ks = Keystile(
+        {"store": "postgresql+psycopg://postgres@127.0.0.1:1/test", "routes": ROUTES}, pepper=PEPPER
+    )
     events: list[AuditEvent] = []
     ks.audit.subscribe(events.append)
     with Door("wsgi", ks) as send:
@@ -102,9 +103,10 @@ def test_events_go_to_the_sql_audit_table(store_url: str) -> None:
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    answers: list[int] = []
-    received: list[tuple[bytes, str]] = []
-    hold: threading.Event | None = None
+    # Replaced per test by the fixture's subclass.
+    answers: ClassVar[list[int]] = []
+    received: ClassVar[list[tuple[bytes, str]]] = []
+    hold: ClassVar[threading.Event | None] = None
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -123,11 +125,11 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Receiver]]:
     monkeypatch.setenv("KEYSTILE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    handler = type("Handler", (_Receiver,), {"answers": [], "received": [], "hold": None})
+    handler: Any = type("Handler", (_Receiver,), {"answers": [], "received": [], "hold": None})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}/hook"  # type: ignore[attr-defined]
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     yield handler
     if handler.hold is not None:
         handler.hold.set()
@@ -142,9 +144,11 @@ def test_webhook_posts_signed_json_that_verifies(receiver: Any) -> None:
     body, signature = receiver.received[0]
     assert json.loads(body)["event"] == "key.created" and json.loads(body)["key_id"] == new.id
     timestamp = int(signature.split(",")[0][2:])
-    expected = __import__("hmac").new(
-        WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, "sha256"
-    ).hexdigest()
+    expected = (
+        __import__("hmac")
+        .new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, "sha256")
+        .hexdigest()
+    )
     assert signature == f"t={timestamp},v1={expected}"
     assert verify_signature(WEBHOOK_SECRET.encode(), body, signature)
     assert not verify_signature(b"another-secret", body, signature)

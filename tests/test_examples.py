@@ -21,7 +21,9 @@ Send = Callable[[str, str, dict[str, str]], tuple[int, Any]]
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"keystile_example_{name}", EXAMPLES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"keystile_example_{name}", EXAMPLES / f"{name}.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -89,7 +91,7 @@ def test_example_app_is_protected_by_the_shared_config(name: str, keys: dict[str
     module = _load(name)
     for send in CLIENTS[name](module):
 
-        def call(method: str, path: str, key: str | None = None) -> tuple[int, Any]:
+        def call(method: str, path: str, key: str | None = None, send: Send = send) -> Any:
             return send(method, path, {"Authorization": f"Bearer {key}"} if key else {})
 
         assert call("GET", "/health") == (200, {"ok": True})
@@ -111,7 +113,9 @@ def test_fastapi_dependency_declares_the_security_schemes(keys: dict[str, str]) 
     schema = module.app.openapi()
     schemes = schema["components"]["securitySchemes"]
     assert schemes["BearerKey"] == {
-        "type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <API key>",
     }
     assert schemes["ApiKeyHeader"]["in"] == "header"
     assert schemes["ApiKeyHeader"]["name"] == "x-api-key"
@@ -130,8 +134,10 @@ def test_fastapi_dependency_refuses_a_missing_scope_in_code(keys: dict[str, str]
     app.add_middleware(KeystileMiddleware, config=str(CONFIG))
     install_error_handler(app)
 
+    needs_write = Depends(require_scopes("events:write"))
+
     @app.get("/api/v1/events")
-    def events(key: Any = Depends(require_scopes("events:write"))) -> dict[str, str]:
+    def events(key: Any = needs_write) -> dict[str, str]:
         return {"key": key.id}
 
     with TestClient(app) as client:
@@ -157,7 +163,11 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if k != "KEYSTILE_PEPPER"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "keystile", "demo", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -179,9 +189,7 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
             argv = shlex.split(command)
             method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
             url = next(a for a in argv if a.startswith("http://"))
-            headers = dict(
-                argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H"
-            )
+            headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
             request = urllib.request.Request(url, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=5) as reply:

@@ -40,8 +40,9 @@ def test_imported_key_is_verified_once_then_upgraded_to_the_digest(
 ) -> None:
     legacy = "Abc12345.s3cr3tS3cr3tS3cr3tS3cr3tS3cr3t00"  # drf-api-key style: prefix.secret
     hashed = CryptContext(schemes=[scheme]).hash(legacy)
-    record = ks.keys.import_key("from drf", hash=hashed, lookup_prefix="Abc12345",
-                                scopes=["results"], org="acme")
+    record = ks.keys.import_key(
+        "from drf", hash=hashed, lookup_prefix="Abc12345", scopes=["results"], org="acme"
+    )
     assert record.digest is None and record.imported_hash == hashed
     door = Door("wsgi", ks)
     assert door("GET", "/x", key=legacy).seen["key"] == record.id

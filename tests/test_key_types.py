@@ -37,17 +37,28 @@ def door(request: pytest.FixtureRequest, engine: Keystile) -> Iterator[Door]:
 
 @pytest.fixture(scope="module")
 def publishable(engine: Keystile) -> str:
-    return str(engine.keys.create(name="web", type="publishable", scopes=["events:read"],
-                                  org="acme", allowed_origins=["rhumby.example"]).secret)
+    return str(
+        engine.keys.create(
+            name="web",
+            type="publishable",
+            scopes=["events:read"],
+            org="acme",
+            allowed_origins=["rhumby.example"],
+        ).secret
+    )
 
 
 @pytest.fixture(scope="module")
 def embed(engine: Keystile) -> str:
-    return str(engine.keys.create(
-        name="standings widget", type="embed", org="acme",
-        allowed_origins=["rhumby.example", "*.club.example"],
-        restrictions={"event": ["friday-night-spring-2026"], "view": ["standings"]},
-    ).secret)
+    return str(
+        engine.keys.create(
+            name="standings widget",
+            type="embed",
+            org="acme",
+            allowed_origins=["rhumby.example", "*.club.example"],
+            restrictions={"event": ["friday-night-spring-2026"], "view": ["standings"]},
+        ).secret
+    )
 
 
 WIDGET = "/embed/friday-night-spring-2026/standings"
@@ -68,8 +79,9 @@ def test_publishable_key_works_from_an_allowed_origin_only(door: Door, publishab
 
 def test_publishable_keys_cannot_hold_write_scopes(engine: Keystile) -> None:
     with pytest.raises(KeyInputError) as info:
-        engine.keys.create(name="x", type="publishable", scopes=["events:write"],
-                           allowed_origins=["a.example"])
+        engine.keys.create(
+            name="x", type="publishable", scopes=["events:write"], allowed_origins=["a.example"]
+        )
     assert info.value.field == "scopes"
     with pytest.raises(KeyInputError) as info:
         engine.keys.create(name="x", type="publishable", scopes=["events:read"])
@@ -104,10 +116,15 @@ def test_embed_key_reads_its_own_resources(door: Door, embed: str, how: str) -> 
 @pytest.mark.parametrize(
     ("method", "path", "origin"),
     [
-        pytest.param("GET", "/embed/another-event/standings", "https://rhumby.example",
-                     id="other-event"),
-        pytest.param("GET", "/embed/friday-night-spring-2026/results", "https://rhumby.example",
-                     id="other-view"),
+        pytest.param(
+            "GET", "/embed/another-event/standings", "https://rhumby.example", id="other-event"
+        ),
+        pytest.param(
+            "GET",
+            "/embed/friday-night-spring-2026/results",
+            "https://rhumby.example",
+            id="other-view",
+        ),
         pytest.param("GET", "/api/v1/events", "https://rhumby.example", id="not-an-embed-route"),
         pytest.param("GET", WIDGET, "https://evil.example", id="other-origin"),
         pytest.param("GET", WIDGET, None, id="no-origin"),
@@ -125,8 +142,10 @@ def test_embed_routes_accept_get_and_head_only(engine: Keystile) -> None:
     from keystile import ConfigError
 
     with pytest.raises(ConfigError):
-        Keystile({**CONFIG, "routes": [{"path": "/e/{x}", "methods": ["POST"], "embed": True}]},
-                 pepper=PEPPER)
+        Keystile(
+            {**CONFIG, "routes": [{"path": "/e/{x}", "methods": ["POST"], "embed": True}]},
+            pepper=PEPPER,
+        )
 
 
 def test_token_parameter_is_not_a_credential_elsewhere(door: Door, embed: str) -> None:

@@ -381,8 +381,9 @@ def test_a_redis_storage_picks_the_lua_limiter_and_memcached_the_library() -> No
 
     assert isinstance(open_limiter(LimiterConfig(storage="redis://127.0.0.1:1")), RedisLimiter)
     assert isinstance(open_limiter(LimiterConfig(storage="memory://")), MemoryLimiter)
-    memcached = open_limiter(LimiterConfig(storage="memcached://127.0.0.1:1",
-                                           strategy="fixed-window"))
+    memcached = open_limiter(
+        LimiterConfig(storage="memcached://127.0.0.1:1", strategy="fixed-window")
+    )
     assert isinstance(memcached, StrategyLimiter)
     ks = Keystile({"store": "memory://", "limiter": {"storage": "nosuch://x"}}, pepper=PEPPER)
     with pytest.raises(ConfigError), ks:

@@ -21,15 +21,24 @@ ROUTES = [{"path": "/api/{rest:path}", "scopes": ["read"]}]
 @pytest.mark.parametrize("door", DOORS)
 def test_store_outage_is_503_never_401(door: str) -> None:
     # Port 1 on loopback: nothing listens, the connection is refused.
-    ks = Keystile({"store": "postgresql+psycopg://postgres@127.0.0.1:1/test",
-                   "routes": ROUTES, "store_timeout": "1s"}, pepper=PEPPER)
+    ks = Keystile(
+        {
+            "store": "postgresql+psycopg://postgres@127.0.0.1:1/test",
+            "routes": ROUTES,
+            "store_timeout": "1s",
+        },
+        pepper=PEPPER,
+    )
     secret = ks.formats["secret"].generate()
     with Door(door, ks) as send:
         reply = send("GET", "/api/x", key=secret)
     assert reply.status == 503
     body = reply.json
-    assert body == {"error": "the key store is unavailable; try again shortly",
-                    "code": "UNAVAILABLE", "status": 503}
+    assert body == {
+        "error": "the key store is unavailable; try again shortly",
+        "code": "UNAVAILABLE",
+        "status": 503,
+    }
     assert reply.header("retry-after") == "5"
     assert reply.header("cache-control") == "no-store"
     assert secret not in reply.body.decode()
@@ -46,7 +55,8 @@ def test_bad_config_refuses_to_start_with_file_and_line(middleware: Any, tmp_pat
 
 
 def test_config_mapping_is_accepted_by_both_doors() -> None:
-    for middleware, app in ((ASGIMiddleware, echo_asgi), (WSGIMiddleware, echo_wsgi)):
+    pairs: list[tuple[Any, Any]] = [(ASGIMiddleware, echo_asgi), (WSGIMiddleware, echo_wsgi)]
+    for middleware, app in pairs:
         door = middleware(app, config={"store": "memory://", "routes": ROUTES})
         assert door.ks.config.routes[0].path == "/api/{rest:path}"
 
@@ -63,15 +73,22 @@ def test_streaming_response_streams_through_the_asgi_door() -> None:
 
     sent: list[dict[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message)
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request"}
 
-    scope = {"type": "http", "method": "GET", "path": "/api/s", "raw_path": b"/api/s",
-             "query_string": b"", "root_path": "",
-             "headers": [(b"authorization", f"Bearer {key}".encode())], "client": ("1.1.1.1", 1)}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/s",
+        "raw_path": b"/api/s",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {key}".encode())],
+        "client": ("1.1.1.1", 1),
+    }
     asyncio.run(ASGIMiddleware(streaming_app, ks)(scope, receive, send))
     assert [m.get("body") for m in sent[1:]] == [b"one", b"two", b"three", b""]
     assert (b"x-ratelimit-limit", b"1000") in sent[0]["headers"]
@@ -102,12 +119,19 @@ def test_a_slow_lookup_does_not_delay_a_request_with_a_cached_key() -> None:
     finished: list[str] = []
 
     async def request(name: str, key: str) -> None:
-        scope = {"type": "http", "method": "GET", "path": "/api/x", "raw_path": b"/api/x",
-                 "query_string": b"", "root_path": "", "client": ("1.1.1.1", 1),
-                 "headers": [(b"authorization", f"Bearer {key}".encode())]}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/api/x",
+            "raw_path": b"/api/x",
+            "query_string": b"",
+            "root_path": "",
+            "client": ("1.1.1.1", 1),
+            "headers": [(b"authorization", f"Bearer {key}".encode())],
+        }
         statuses: list[int] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
@@ -143,8 +167,9 @@ def test_django_works_by_wrapping_its_wsgi_application(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEYSTILE_PEPPER", PEPPER.decode())
     examples = Path(__file__).resolve().parent.parent / "examples"
-    spec = importlib.util.spec_from_file_location("keystile_example_django_wrap",
-                                                  examples / "django_app.py")
+    spec = importlib.util.spec_from_file_location(
+        "keystile_example_django_wrap", examples / "django_app.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -155,10 +180,16 @@ def test_django_works_by_wrapping_its_wsgi_application(
     settings.MIDDLEWARE = []
     from django.core.wsgi import get_wsgi_application
 
-    ks = Keystile({"store": "memory://", "routes": [
-        {"path": "/health", "public": True},
-        {"path": "/api/v1/events", "scopes": ["events:read"]},
-    ]}, pepper=PEPPER)
+    ks = Keystile(
+        {
+            "store": "memory://",
+            "routes": [
+                {"path": "/health", "public": True},
+                {"path": "/api/v1/events", "scopes": ["events:read"]},
+            ],
+        },
+        pepper=PEPPER,
+    )
     key = ks.keys.create(name="dj", scopes=["events:read"], org="acme").secret
 
     try:
@@ -166,7 +197,8 @@ def test_django_works_by_wrapping_its_wsgi_application(
         assert client.get("/health").status_code == 200
         assert client.get("/api/v1/events").status_code == 401
         reply = client.get("/api/v1/events", headers={"x-api-key": key})
-        assert reply.status_code == 200 and reply.json["org"] == "acme"
+        body: Any = reply.json
+        assert reply.status_code == 200 and body["org"] == "acme"
         assert reply.headers["X-RateLimit-Limit"] == "1000"
     finally:
         ks.close()

@@ -22,10 +22,16 @@ CONFIG: dict[str, Any] = {
     "routes": [
         {"path": "/health", "public": True},
         {"path": "/api/v1/events", "methods": ["GET"], "scopes": ["events:read"]},
-        {"path": "/api/v1/events/{event_id}", "methods": ["PUT", "PATCH"],
-         "scopes": ["events:write"]},
-        {"path": "/api/v1/events/{event_id}/results", "methods": ["POST"],
-         "scopes_any": ["results", "admin"]},
+        {
+            "path": "/api/v1/events/{event_id}",
+            "methods": ["PUT", "PATCH"],
+            "scopes": ["events:write"],
+        },
+        {
+            "path": "/api/v1/events/{event_id}/results",
+            "methods": ["POST"],
+            "scopes_any": ["results", "admin"],
+        },
         {"path": "/api/v1/orgs/{org}/members", "scopes": ["members:read"], "org_param": "org"},
         {"path": "/api/v1/servers/{id}", "methods": ["DELETE"], "scopes": ["servers:delete"]},
         {"path": "/api/v1/servers", "methods": ["POST"], "scopes": ["servers:write"]},
@@ -83,7 +89,7 @@ def test_known_key_with_scope_reaches_the_app_as_principal(door: Door, engine: A
     assert reply.seen["key"] == new.id
     assert reply.header("x-ratelimit-limit") == "1000"
     assert reply.header("x-ratelimit-remaining") == "999"
-    assert reply.header("x-ratelimit-reset").isdigit()
+    assert (reply.header("x-ratelimit-reset") or "").isdigit()
 
 
 def test_x_api_key_header_is_read_too(door: Door, reader: str) -> None:
@@ -241,8 +247,11 @@ def test_head_is_checked_as_get(door: Door, reader: str) -> None:
 
 
 def test_cors_preflight_passes_without_a_key(door: Door) -> None:
-    reply = door("OPTIONS", "/api/v1/events",
-                 [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")])
+    reply = door(
+        "OPTIONS",
+        "/api/v1/events",
+        [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")],
+    )
     assert reply.status == 200 and reply.seen["key"] is None
 
 
@@ -263,15 +272,16 @@ def test_options_without_preflight_headers_is_not_a_bypass(door: Door) -> None:
     ],
 )
 def test_override_headers_change_nothing(door: Door, reader: str, header: tuple[str, str]) -> None:
-    assert_refusal(door("PUT", "/api/v1/events/1", [header], key=reader), 403,
-                   "INSUFFICIENT_SCOPE")
+    assert_refusal(door("PUT", "/api/v1/events/1", [header], key=reader), 403, "INSUFFICIENT_SCOPE")
     assert_refusal(door("PUT", "/api/v1/events/1", [header]), 401, "UNAUTHORIZED")
 
 
 CREDENTIAL_TRICKS = [
     pytest.param(lambda k: [("Authorization", f"Bearer {k}"), ("x-api-key", k)], id="both"),
-    pytest.param(lambda k: [("Authorization", f"Bearer {k}"), ("Authorization", f"Bearer {k}")],
-                 id="repeated-authorization"),
+    pytest.param(
+        lambda k: [("Authorization", f"Bearer {k}"), ("Authorization", f"Bearer {k}")],
+        id="repeated-authorization",
+    ),
     pytest.param(lambda k: [("x-api-key", k), ("x-api-key", k)], id="repeated-x-api-key"),
     pytest.param(lambda k: [("x-api-key", k + "," + k)], id="comma"),
     pytest.param(lambda k: [("Authorization", "Bearer " + "a" * 600)], id="over-512-bytes"),
@@ -309,11 +319,17 @@ def test_websocket_is_checked_like_get(engine: Any, reader: str) -> None:
         async def receive() -> dict[str, Any]:
             return {"type": "websocket.connect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Any) -> None:
             sent.append(message)
 
-        scope = {"type": "websocket", "path": "/api/v1/events", "raw_path": b"/api/v1/events",
-                 "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1)}
+        scope = {
+            "type": "websocket",
+            "path": "/api/v1/events",
+            "raw_path": b"/api/v1/events",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+        }
         asyncio.run(middleware(scope, receive, send))
         return sent
 

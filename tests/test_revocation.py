@@ -48,7 +48,10 @@ def _watch(config: dict[str, Any], secret: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
     return subprocess.Popen(
         [sys.executable, "-c", WATCHER, json.dumps(config), PEPPER.decode(), secret],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -64,9 +67,9 @@ def _revoke_and_time(ks: Keystile, config: dict[str, Any], action: Any, secret: 
         delays = []
         for proc in watchers:
             assert proc.stdout is not None
-            line = proc.stdout.readline().split()
-            assert line and line[0] == "refused", proc.stderr.read() if proc.stderr else ""
-            delays.append(float(line[1]) - revoked_at)
+            words = proc.stdout.readline().split()
+            assert words and words[0] == "refused", proc.stderr.read() if proc.stderr else ""
+            delays.append(float(words[1]) - revoked_at)
         return max(delays)
     finally:
         for proc in watchers:
@@ -77,8 +80,12 @@ def _revoke_and_time(ks: Keystile, config: dict[str, Any], action: Any, secret: 
 
 
 def _config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {"store": f"sqlite:///{tmp_path / 'keys.db'}", "default": "authenticated",
-            "limits": {"key": None}, **extra}
+    return {
+        "store": f"sqlite:///{tmp_path / 'keys.db'}",
+        "default": "authenticated",
+        "limits": {"key": None},
+        **extra,
+    }
 
 
 @pytest.mark.redis

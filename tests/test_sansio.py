@@ -105,7 +105,9 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
     [
         pytest.param("203.0.113.9", ["1.2.3.4"], "203.0.113.9", id="untrusted-peer-header-ignored"),
         pytest.param("10.0.0.2", ["1.2.3.4"], "1.2.3.4", id="trusted-proxy-believed"),
-        pytest.param("10.0.0.2", ["6.6.6.6, 1.2.3.4, 10.0.0.3"], "1.2.3.4", id="rightmost-untrusted"),
+        pytest.param(
+            "10.0.0.2", ["6.6.6.6, 1.2.3.4, 10.0.0.3"], "1.2.3.4", id="rightmost-untrusted"
+        ),
         pytest.param("10.0.0.2", ["garbage"], "10.0.0.2", id="garbled-list"),
         pytest.param("10.0.0.2", [], "10.0.0.2", id="no-header"),
     ],
@@ -119,21 +121,30 @@ def test_client_address(peer: str, xff: list[str], expected: str) -> None:
     ("headers", "allowed", "ok"),
     [
         pytest.param({"origin": ["https://rhumby.example"]}, ["rhumby.example"], True, id="exact"),
-        pytest.param({"origin": ["https://a.club.example"]}, ["*.club.example"], True,
-                     id="wildcard-sub"),
-        pytest.param({"origin": ["https://club.example"]}, ["*.club.example"], False,
-                     id="wildcard-not-apex"),
-        pytest.param({"origin": ["https://evilclub.example"]}, ["*.club.example"], False,
-                     id="suffix-trick"),
-        pytest.param({"origin": ["https://rhumby.example.evil"]}, ["rhumby.example"], False,
-                     id="longer-host"),
-        pytest.param({"referer": ["https://rhumby.example/page"]}, ["rhumby.example"], True,
-                     id="referer-fallback"),
+        pytest.param(
+            {"origin": ["https://a.club.example"]}, ["*.club.example"], True, id="wildcard-sub"
+        ),
+        pytest.param(
+            {"origin": ["https://club.example"]}, ["*.club.example"], False, id="wildcard-not-apex"
+        ),
+        pytest.param(
+            {"origin": ["https://evilclub.example"]}, ["*.club.example"], False, id="suffix-trick"
+        ),
+        pytest.param(
+            {"origin": ["https://rhumby.example.evil"]}, ["rhumby.example"], False, id="longer-host"
+        ),
+        pytest.param(
+            {"referer": ["https://rhumby.example/page"]},
+            ["rhumby.example"],
+            True,
+            id="referer-fallback",
+        ),
         pytest.param({"origin": ["null"]}, ["rhumby.example"], False, id="null-origin"),
         pytest.param({}, ["rhumby.example"], False, id="no-origin"),
         pytest.param({"origin": ["http://localhost:8000"]}, ["localhost:8000"], True, id="port"),
-        pytest.param({"origin": ["http://localhost:9000"]}, ["localhost:8000"], False,
-                     id="other-port"),
+        pytest.param(
+            {"origin": ["http://localhost:9000"]}, ["localhost:8000"], False, id="other-port"
+        ),
     ],
 )
 def test_origin_rules(headers: dict[str, list[str]], allowed: list[str], ok: bool) -> None:
@@ -150,5 +161,6 @@ def test_origin_rules(headers: dict[str, list[str]], allowed: list[str], ok: boo
 )
 def test_an_empty_embed_token_is_malformed(headers: dict[str, list[str]], query: bytes) -> None:
     with pytest.raises(BadCredential, match="empty"):
-        read_credential(RequestView("GET", b"/", headers=headers, query_string=query), SOURCES,
-                        embed_route=True)
+        read_credential(
+            RequestView("GET", b"/", headers=headers, query_string=query), SOURCES, embed_route=True
+        )

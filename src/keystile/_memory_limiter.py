@@ -70,7 +70,7 @@ class MemoryLimiter:
                 if used + 1 > spec.item.amount:
                     admitted = False
             if admitted and not call.peek:
-                for spec, (_, _, window) in zip(specs, counts):
+                for spec, (_, _, window) in zip(specs, counts, strict=True):
                     self._spend(spec, window, now)
                     # Two windows covers the sliding counter's previous window too.
                     self._expires[spec.bucket] = now + 2 * window
@@ -82,7 +82,7 @@ class MemoryLimiter:
                     reset,
                     used + 1 > spec.item.amount,
                 )
-                for spec, (used, reset, _) in zip(specs, counts)
+                for spec, (used, reset, _) in zip(specs, counts, strict=True)
             )
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:

@@ -110,8 +110,9 @@ class KeystileMiddleware:
         raw = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         if scope["type"] == "websocket":
             if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": status,
-                            "headers": raw})
+                await send(
+                    {"type": "websocket.http.response.start", "status": status, "headers": raw}
+                )
                 await send({"type": "websocket.http.response.body", "body": body})
             else:
                 # 1008: policy violation, the closest close code to a 401/403.
@@ -135,7 +136,9 @@ class KeystileMiddleware:
 def _without_embed_token(scope: Scope) -> Scope:
     scope = dict(scope)
     scope["query_string"] = strip_query_param(scope.get("query_string", b""), "token")
-    scope["headers"] = [(n, v) for n, v in scope.get("headers", ()) if n.lower() != b"x-embed-token"]
+    scope["headers"] = [
+        (n, v) for n, v in scope.get("headers", ()) if n.lower() != b"x-embed-token"
+    ]
     return scope
 
 

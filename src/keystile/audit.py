@@ -22,6 +22,7 @@ log rather than blocking a request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -103,8 +104,15 @@ class Auditor:
         self.delivered = 0
 
     def __repr__(self) -> str:
-        sinks = [name for name, on in (("log", self.config.log), ("store", self._store_writer),
-                                       ("webhook", self.config.webhook_url)) if on]
+        sinks = [
+            name
+            for name, on in (
+                ("log", self.config.log),
+                ("store", self._store_writer),
+                ("webhook", self.config.webhook_url),
+            )
+            if on
+        ]
         return f"Auditor(sinks={sinks}, callbacks={len(self._callbacks)})"
 
     def subscribe(self, callback: Callable[[AuditEvent], None]) -> None:
@@ -119,7 +127,12 @@ class Auditor:
         if self.config.log:
             logger.info(
                 "%s key_id=%s org=%s status=%s client=%s reason=%s",
-                event.event, event.key_id, event.org, event.status, event.client, event.reason,
+                event.event,
+                event.key_id,
+                event.org,
+                event.status,
+                event.client,
+                event.reason,
             )
         if self._store_writer is None and not self.config.webhook_url:
             return
@@ -163,8 +176,7 @@ class Auditor:
             try:
                 self._store_writer(events)
             except Exception as exc:
-                logger.warning("could not write %d audit events to the store: %s",
-                               len(events), exc)
+                logger.warning("could not write %d audit events to the store: %s", len(events), exc)
         if self.config.webhook_url:
             for event in events:
                 self._post(event)
@@ -173,11 +185,16 @@ class Auditor:
         body = json.dumps(event.as_dict(), separators=(",", ":")).encode()
         url = self.config.webhook_url or ""
         for attempt in range(self.config.webhook_retries + 1):
-            request = urllib.request.Request(url, data=body, method="POST", headers={
-                "Content-Type": "application/json",
-                "User-Agent": "keystile-audit",
-                SIGNATURE_HEADER: sign(self._webhook_secret, body, int(time.time())),
-            })
+            request = urllib.request.Request(
+                url,
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": "keystile-audit",
+                    SIGNATURE_HEADER: sign(self._webhook_secret, body, int(time.time())),
+                },
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.config.webhook_timeout) as reply:
                     if 200 <= reply.status < 300:
@@ -192,8 +209,12 @@ class Auditor:
                 reason = RuntimeError("non-2xx answer")
             if attempt < self.config.webhook_retries:
                 time.sleep(min(2.0, 0.2 * 2**attempt))
-        logger.warning("audit webhook gave up on %s after %d attempts: %s",
-                       event.event, self.config.webhook_retries + 1, type(reason).__name__)
+        logger.warning(
+            "audit webhook gave up on %s after %d attempts: %s",
+            event.event,
+            self.config.webhook_retries + 1,
+            type(reason).__name__,
+        )
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (up to ``timeout``) until queued events are delivered or given up."""
@@ -206,9 +227,7 @@ class Auditor:
     def close(self, timeout: float = 5.0) -> None:
         self.flush(timeout)
         if self._worker is not None:
-            try:
+            with contextlib.suppress(queue.Full):  # a full queue: the join below times out
                 self._queue.put_nowait(None)
-            except queue.Full:
-                pass
             self._worker.join(timeout=0.5)
             self._worker = None

@@ -46,7 +46,7 @@ class KeyCache:
     def __repr__(self) -> str:
         return f"KeyCache(entries={len(self._entries)}, size={self.size}, ttl={self.ttl})"
 
-    def get(self, digest: str) -> KeyRecord | None | object:
+    def get(self, digest: str) -> KeyRecord | object | None:
         """The cached answer, or ``MISSING`` (``KeyCache.MISSING``) when it must be looked up."""
         entry = self._entries.get(digest)
         if entry is None:

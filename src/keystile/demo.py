@@ -25,10 +25,17 @@ DEMO_CONFIG: dict[str, Any] = {
     "routes": [
         {"path": "/health", "public": True},
         {"path": "/api/v1/events", "methods": ["GET"], "scopes": ["events:read"]},
-        {"path": "/api/v1/events/{event_id}", "methods": ["PUT", "PATCH"],
-         "scopes": ["events:write"]},
-        {"path": "/api/v1/events/{event_id}/results", "methods": ["POST"],
-         "scopes_any": ["results", "admin"], "limit": "100/minute"},
+        {
+            "path": "/api/v1/events/{event_id}",
+            "methods": ["PUT", "PATCH"],
+            "scopes": ["events:write"],
+        },
+        {
+            "path": "/api/v1/events/{event_id}/results",
+            "methods": ["POST"],
+            "scopes_any": ["results", "admin"],
+            "limit": "100/minute",
+        },
     ],
     "default": "deny",
 }
@@ -64,21 +71,25 @@ def build_app(ks: Keystile) -> Any:
     )
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, directory: str = "keystile-demo",
-        out: TextIO = sys.stdout) -> int:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    directory: str = "keystile-demo",
+    out: TextIO = sys.stdout,
+) -> int:
     try:
         import uvicorn
     except ImportError:
-        print("keystile: error: the demo needs uvicorn: pip install 'keystile[demo]'",
-              file=sys.stderr)
+        print(
+            "keystile: error: the demo needs uvicorn: pip install 'keystile[demo]'", file=sys.stderr
+        )
         return 2
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     pepper = os.environ.get("KEYSTILE_PEPPER")
     if not pepper:
         pepper = secrets.token_urlsafe(32)
-        print("demo: KEYSTILE_PEPPER is not set; generated a random pepper for this run",
-              file=out)
+        print("demo: KEYSTILE_PEPPER is not set; generated a random pepper for this run", file=out)
     config = {**DEMO_CONFIG, "store": f"sqlite:///{(folder / 'demo.db').resolve()}"}
     ks = Keystile(config, pepper=pepper)
     key = ks.keys.create(name="demo reader", scopes=["events:read"], org="demo")

@@ -62,7 +62,7 @@ class KeystileMiddleware:
                 response[name] = value
             return response
         request.META[ENVIRON_KEY] = decision.principal
-        request.api_key = decision.principal  # type: ignore[attr-defined]
+        request.api_key = decision.principal
         response = self.get_response(request)
         for name, value in decision.headers:
             response[name] = value

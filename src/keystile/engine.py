@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from keystile.audit import AuditEvent, Auditor
 from keystile._redis_clients import REDIS_SCHEMES
+from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
 from keystile.config import Config, RouteConfig, load_config
 from keystile.errors import ConfigError, ServiceUnavailable

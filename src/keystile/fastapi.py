@@ -30,10 +30,15 @@ from keystile.pipeline import Principal
 
 __all__ = ["KeystileHTTPException", "install_error_handler", "require_scopes"]
 
-bearer_scheme = HTTPBearer(auto_error=False, scheme_name="BearerKey",
-                           description="Authorization: Bearer <API key>")
-header_scheme = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="ApiKeyHeader",
-                             description="x-api-key: <API key>")
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="BearerKey", description="Authorization: Bearer <API key>"
+)
+header_scheme = APIKeyHeader(
+    name="x-api-key",
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
+    description="x-api-key: <API key>",
+)
 
 
 class KeystileHTTPException(HTTPException):

@@ -16,6 +16,7 @@ reconnects by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -83,17 +84,16 @@ class Invalidator:
                 self._pump(client, pubsub)
             except Exception as exc:  # redis errors, lost connections: retry
                 if self.subscribed.is_set():
-                    logger.warning("key invalidation channel lost (%s); reconnecting",
-                                   type(exc).__name__)
+                    logger.warning(
+                        "key invalidation channel lost (%s); reconnecting", type(exc).__name__
+                    )
                 self.subscribed.clear()
                 self._stop.wait(RECONNECT)
             finally:
                 for closable in (pubsub, client):
                     if closable is not None:
-                        try:
+                        with contextlib.suppress(Exception):  # already broken
                             closable.close()
-                        except Exception:
-                            pass
 
     def _pump(self, client: Any, pubsub: Any) -> None:
         while not self._stop.is_set():

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import limits
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["KeyManager", "NewKey"]
 
 T = TypeVar("T")
+KeyList = list  # the builtin, since KeyManager.list shadows it in the class body
 Flow = Generator[StoreCall, Any, T]
 
 MAX_NAME = 100
@@ -69,7 +70,7 @@ def check_name(name: Any) -> str:
         raise KeyInputError(f"name is {len(name)} characters; at most 100", field="name")
     if _CONTROL.search(name):
         raise KeyInputError("name must not contain control characters", field="name")
-    return name
+    return str(name)
 
 
 def check_ident(value: Any, what: str, *, optional: bool = False) -> str | None:
@@ -84,8 +85,9 @@ def check_days(days: Any) -> int | None:
     if days is None:
         return None
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
-        raise KeyInputError("expires_in_days must be a whole number from 1 to 365",
-                            field="expires_in_days")
+        raise KeyInputError(
+            "expires_in_days must be a whole number from 1 to 365", field="expires_in_days"
+        )
     return days
 
 
@@ -116,7 +118,7 @@ def check_rate_limit(value: Any) -> str | None:
 
 def check_metadata(value: Any) -> Mapping[str, Any]:
     if value is None:
-        return freeze({})
+        return freeze({})  # type: ignore[no-any-return]
     if not isinstance(value, Mapping):
         raise KeyInputError("metadata must be a mapping", field="metadata")
     try:
@@ -149,15 +151,17 @@ def check_restrictions(value: Any) -> Mapping[str, tuple[str, ...]]:
     if value is None:
         return freeze({})  # type: ignore[no-any-return]
     if not isinstance(value, Mapping):
-        raise KeyInputError("restrictions must map a name to allowed values",
-                            field="restrictions")
+        raise KeyInputError("restrictions must map a name to allowed values", field="restrictions")
     out: dict[str, tuple[str, ...]] = {}
     for name, allowed in value.items():
-        if not isinstance(name, str) or isinstance(allowed, str) or not isinstance(
-            allowed, Iterable
+        if (
+            not isinstance(name, str)
+            or isinstance(allowed, str)
+            or not isinstance(allowed, Iterable)
         ):
-            raise KeyInputError("restrictions must map a name to a list of values",
-                                field="restrictions")
+            raise KeyInputError(
+                "restrictions must map a name to a list of values", field="restrictions"
+            )
         out[name] = tuple(str(v) for v in allowed)
     return freeze(out)  # type: ignore[no-any-return]
 
@@ -207,7 +211,7 @@ class KeyManager:
     def list(self, org: str | None = None) -> list[KeyRecord]:
         return self._run(self._list(org))
 
-    async def alist(self, org: str | None = None) -> list[KeyRecord]:
+    async def alist(self, org: str | None = None) -> KeyList[KeyRecord]:
         return await self._arun(self._list(org))
 
     def get(self, key_id: str) -> KeyRecord:
@@ -234,10 +238,10 @@ class KeyManager:
     async def arotate(self, key_id: str, grace: str | float | None = None) -> NewKey:
         return await self._arun(self._rotate(key_id, grace))
 
-    def revoke_user(self, *, org: str, user: str) -> list[str]:
+    def revoke_user(self, *, org: str, user: str) -> KeyList[str]:
         return self._run(self._revoke_user(org, user))
 
-    async def arevoke_user(self, *, org: str, user: str) -> list[str]:
+    async def arevoke_user(self, *, org: str, user: str) -> KeyList[str]:
         return await self._arun(self._revoke_user(org, user))
 
     def import_key(self, name: str, *, hash: str, lookup_prefix: str, **options: Any) -> KeyRecord:
@@ -284,9 +288,7 @@ class KeyManager:
             ceiling = ks.scopes.expand(type_cfg.max_scopes)
             over = [s for s in granted if not ks.scopes.grants(ceiling, s)]
             if over:
-                raise KeyInputError(
-                    f"{type} keys may not hold {', '.join(over)}", field="scopes"
-                )
+                raise KeyInputError(f"{type} keys may not hold {', '.join(over)}", field="scopes")
         origins = check_origins(allowed_origins)
         if type_cfg.origin_bound and not origins:
             raise KeyInputError(f"{type} keys need allowed_origins", field="allowed_origins")
@@ -329,15 +331,18 @@ class KeyManager:
         if not isinstance(hash, str) or not hash or not lookup_prefix:
             raise KeyInputError("an imported key needs its hash and lookup prefix", field="hash")
         record = record.replace(
-            digest=None, imported_hash=hash, lookup_prefix=lookup_prefix,
-            prefix=lookup_prefix[: keyfmt.DISPLAY_PREFIX_LENGTH], last4="",
+            digest=None,
+            imported_hash=hash,
+            lookup_prefix=lookup_prefix,
+            prefix=lookup_prefix[: keyfmt.DISPLAY_PREFIX_LENGTH],
+            last4="",
         )
         yield StoreCall("insert", (record, record.created_at))
         self._ks.emit("key.imported", record)
         return record
 
-    def _list(self, org: str | None) -> Flow[list[KeyRecord]]:
-        records: list[KeyRecord] = yield StoreCall("list", (org, self._ks.now()))
+    def _list(self, org: str | None) -> Flow[KeyList[KeyRecord]]:
+        records: KeyList[KeyRecord] = yield StoreCall("list", (org, self._ks.now()))
         return records
 
     def _get(self, key_id: str) -> Flow[KeyRecord]:
@@ -357,8 +362,9 @@ class KeyManager:
         }
         unknown = set(changes) - set(checks)
         if unknown:
-            raise KeyInputError(f"cannot update {', '.join(sorted(unknown))}",
-                                field=sorted(unknown)[0])
+            raise KeyInputError(
+                f"cannot update {', '.join(sorted(unknown))}", field=sorted(unknown)[0]
+            )
         values = {name: checks[name](value) for name, value in changes.items()}
         current = yield from self._get(key_id)
         if not current.is_active(self._ks.now()):
@@ -377,10 +383,10 @@ class KeyManager:
         self._ks.emit("key.revoked", record)
         return record
 
-    def _revoke_user(self, org: str, user: str) -> Flow[list[str]]:
+    def _revoke_user(self, org: str, user: str) -> Flow[KeyList[str]]:
         check_ident(org, "org")
         check_ident(user, "user")
-        ids: list[str] = yield StoreCall("revoke_user", (org, user, self._ks.now()))
+        ids: KeyList[str] = yield StoreCall("revoke_user", (org, user, self._ks.now()))
         for key_id in ids:
             self._ks.forget_id(key_id)
         self._ks.emit("key.user_revoked", None, org=org, reason=f"user {user}: {len(ids)} keys")
@@ -392,8 +398,9 @@ class KeyManager:
         try:
             seconds = 0.0 if grace is None else parse_duration(grace)
         except Exception:
-            raise KeyInputError(f"grace {grace!r} is not a duration such as '24h'",
-                                field="grace") from None
+            raise KeyInputError(
+                f"grace {grace!r} is not a duration such as '24h'", field="grace"
+            ) from None
         if seconds < 0 or seconds > 365 * 86400:
             raise KeyInputError("grace must be between 0 and 365 days", field="grace")
         old = yield from self._get(key_id)
@@ -421,4 +428,3 @@ class KeyManager:
         self._ks.forget(updated)
         self._ks.emit("key.rotated", new, reason=f"from {old.id}")
         return NewKey(secret, new)
-

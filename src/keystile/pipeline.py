@@ -213,6 +213,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     digest = ks.digest(secret)
     cached = ks.cache.get(digest)
     record: KeyRecord | None = None
+    key_type: str | None
     if isinstance(cached, KeyRecord):
         # This exact credential passed the format and checksum check when it
         # was cached, and its digest is the cache key: skip both.

@@ -17,7 +17,9 @@ __all__ = ["render_refusal"]
 PROBLEM_TYPE = "https://keystile.dev/problems/"
 
 
-def render_refusal(refusal: Refusal, mode: str = "json") -> tuple[int, list[tuple[str, str]], bytes]:
+def render_refusal(
+    refusal: Refusal, mode: str = "json"
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body for a refusal."""
     if mode == "problem":
         payload = {

@@ -20,8 +20,8 @@ __all__ = [
     "RequestView",
     "client_address",
     "normalize_path",
-    "origin_host",
     "origin_allowed",
+    "origin_host",
     "read_credential",
     "routed_path",
     "strip_query_param",
@@ -60,9 +60,13 @@ class RequestView:
 
 def routed_path(view: RequestView) -> str | None:
     """The decoded path the app routes on (minus ``root_path``), or None for a 400."""
-    if view.raw_uri is not None and view.raw_uri.startswith(b"/"):
-        if normalize_path(view.raw_uri, percent_encoded=True) is None:
-            return None
+    raw = view.raw_uri
+    if (
+        raw is not None
+        and raw.startswith(b"/")
+        and normalize_path(raw, percent_encoded=True) is None
+    ):
+        return None
     path = normalize_path(view.path, percent_encoded=view.path_encoded)
     if path is None:
         return None

@@ -94,7 +94,9 @@ class KeystileMiddleware:
         if not extra:
             return self.app(environ, start_response)
 
-        def start_with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        def start_with_headers(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             return start_response(status, [*headers, *extra], exc_info)
 
         return self.app(environ, start_with_headers)

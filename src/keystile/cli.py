@@ -11,6 +11,8 @@ Usage::
     keystile keys revoke KEY_ID [--json]
     keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
     keystile keys rotate KEY_ID [--grace 24h] [--json]
+    keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
+                         [--scope S ...] [--org ORG] [--dry-run] [--json]
     keystile db init
     keystile check
     keystile explain METHOD PATH
@@ -32,6 +34,11 @@ Decisions worth knowing:
   never its digest; times are ISO 8601 UTC (``2026-03-29T10:30:00Z``) or null.
 - A ``memory://`` store lives and dies with the process, so key commands on
   it warn that their keys are gone when the command exits.
+- ``keys import`` brings keys over from another system with their stored
+  hashes (see "Imports" below and docs/guides/migrating.md). The whole file
+  is read and checked before anything is written; rows that are revoked,
+  expired, or already imported (same lookup prefix) are skipped, so a
+  failed import can be fixed and run again.
 
 Exit status:
 
@@ -51,12 +58,16 @@ Every error is one line on stderr, ``keystile: error: ...``, never a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -237,6 +248,244 @@ def _keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# -- keys import -------------------------------------------------------------------
+#
+# Keys made by another system keep working: each is stored with that system's
+# hash and found by its public lookup prefix (the key reads
+# ``lookup_prefix.secret``); its first successful use verifies the hash once,
+# through passlib, and upgrades it to keystile's digest.
+#
+# A file is CSV (a header row) or JSON (a list of objects, or {"keys": [...]};
+# Django ``dumpdata`` rows, which keep their columns under "fields", work too).
+# Column names per source (keystile field -> the source's column):
+_IMPORT_COLUMNS: dict[str, dict[str, str]] = {
+    "generic": {
+        f: f
+        for f in (
+            "name",
+            "hash",
+            "lookup_prefix",
+            "scopes",
+            "org",
+            "user",
+            "plan",
+            "rate_limit",
+            "expires_at",
+            "revoked",
+        )
+    },
+    # djangorestframework-api-key's table rest_framework_api_key_apikey: its
+    # ``id`` repeats the hash and ``created`` has no counterpart; both are ignored.
+    "drf-api-key": {
+        "name": "name",
+        "hash": "hashed_key",
+        "lookup_prefix": "prefix",
+        "expires_at": "expiry_date",
+        "revoked": "revoked",
+    },
+}
+# drf-api-key 3.x hashes the whole key with unsalted SHA-512 (its own Django
+# hasher, "sha512$$<hex>"); the same digest is passlib's ``hex_sha512``.
+_DRF_SHA512 = re.compile(r"sha512\$\$([0-9a-f]{128})")
+_TRUE, _FALSE = ("true", "t", "1", "yes", "y"), ("false", "f", "0", "no", "n", "")
+
+
+@dataclass(frozen=True)
+class _ImportRow:
+    """One key to import, checked; ``where`` names its row for messages."""
+
+    where: str
+    name: str
+    hash: str
+    lookup_prefix: str
+    options: dict[str, Any]
+    expires_at: datetime | None
+    revoked: bool
+
+
+def _read_table(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of a CSV or JSON file, each with a label such as ``keys.csv:3``."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text", EXIT_USAGE) from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        rows = []
+        for row in reader:
+            if None in row:
+                raise CommandError(f"{path}:{reader.line_num}: more cells than columns", EXIT_USAGE)
+            rows.append((f"{path.name}:{reader.line_num}", dict(row)))
+        return rows
+    if path.suffix.lower() != ".json":
+        raise CommandError(f"{path}: the file must end in .csv or .json", EXIT_USAGE)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"{path}: not JSON ({exc})", EXIT_USAGE) from None
+    if isinstance(data, dict) and isinstance(data.get("keys"), list):
+        data = data["keys"]
+    if not isinstance(data, list):
+        raise CommandError(f"{path}: expected a list of objects", EXIT_USAGE)
+    out = []
+    for index, item in enumerate(data, start=1):
+        if not isinstance(item, dict):
+            raise CommandError(f"{path.name} item {index}: not an object", EXIT_USAGE)
+        if isinstance(item.get("fields"), dict):  # Django dumpdata
+            item = item["fields"]
+        out.append((f"{path.name} item {index}", item))
+    return out
+
+
+def _import_hash(value: str, where: str, context: Any) -> str:
+    found = _DRF_SHA512.fullmatch(value)
+    if found:
+        value = found.group(1)
+    if context.identify(value) is None:
+        # The hash is not a secret, but it has no business in a terminal either.
+        scheme = "sha512$$ (drf-api-key 3.x)" if found else (value.split("$")[1:2] or ["?"])[0]
+        raise CommandError(
+            f"{where}: hash scheme {scheme!r} is not one keystile verifies "
+            f"({', '.join(context.schemes())})",
+            EXIT_USAGE,
+        )
+    return value
+
+
+def _import_time(value: Any, where: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip().replace(" ", "T", 1)
+    # Python 3.10 reads neither "Z" nor PostgreSQL's "+00" offsets.
+    text = re.sub(r"(?:Z|([+-]\d\d))$", lambda m: (m.group(1) or "+00") + ":00", text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{where}: {value!r} is not an ISO 8601 time", EXIT_USAGE) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _import_flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise CommandError(f"{where}: revoked is {value!r}, not true or false", EXIT_USAGE)
+
+
+def _import_rows(
+    path: Path, source: str, scopes: list[str] | None, org: str | None, context: Any
+) -> list[_ImportRow]:
+    """Every row of ``path``, checked, before anything is written."""
+    columns = _IMPORT_COLUMNS[source]
+    rows: list[_ImportRow] = []
+    for where, raw in _read_table(path):
+        row: dict[str, Any] = {field: raw.get(column) for field, column in columns.items()}
+        for field in ("hash", "lookup_prefix"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise CommandError(f"{where}: no {columns[field]!r}", EXIT_USAGE)
+        lookup = row["lookup_prefix"].strip()
+        if "." in lookup or len(lookup) > 64:
+            raise CommandError(
+                f"{where}: a lookup prefix is at most 64 characters without a '.'", EXIT_USAGE
+            )
+        options: dict[str, Any] = {"metadata": {"imported_from": source}}
+        row_scopes = row.get("scopes")
+        if isinstance(row_scopes, str):  # CSV: separated by spaces or commas
+            row_scopes = [s for s in re.split(r"[\s,]+", row_scopes) if s]
+        if row_scopes or scopes:
+            options["scopes"] = row_scopes or scopes
+        for field in ("org", "user", "plan", "rate_limit"):
+            value = row.get(field) or (org if field == "org" else None)
+            if value:
+                options[field] = value
+        rows.append(
+            _ImportRow(
+                where=where,
+                name=str(row["name"] or "").strip() or f"imported {lookup}",
+                hash=_import_hash(row["hash"].strip(), where, context),
+                lookup_prefix=lookup,
+                options=options,
+                expires_at=_import_time(row["expires_at"], where),
+                revoked=_import_flag(row["revoked"], where),
+            )
+        )
+    return rows
+
+
+def _expiry_days(expires_at: datetime, now: datetime) -> int:
+    # The key API takes whole days (1 to 365): round down, so an imported key
+    # never outlives its original expiry by more than the rounding to 1 day.
+    days = (expires_at - now).total_seconds() // 86400
+    return int(min(max(days, 1), 365))
+
+
+def _skip_reason(row: _ImportRow, now: datetime, seen: set[str]) -> str | None:
+    if row.revoked:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    if row.lookup_prefix in seen:
+        return "already imported"
+    return None
+
+
+def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
+    from keystile.keys import imported_hash_context
+
+    context = imported_hash_context()
+    rows = _import_rows(Path(args.file), args.source, args.scope, args.org, context)
+    imported: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    with _engine(args) as ks:
+        if not ks.config.imported_keys:
+            raise CommandError(
+                f"{ks.config.source or 'the config'} does not accept imported keys: "
+                "set 'imported_keys: true' first"
+            )
+        # Only active keys are visible here: see docs/guides/migrating.md on
+        # running an import once, at cut-over.
+        seen = {r.lookup_prefix for r in ks.keys.list() if r.lookup_prefix}
+        now = ks.now()
+        for row in rows:
+            reason = _skip_reason(row, now, seen)
+            if reason:
+                skipped.append(
+                    {"row": row.where, "lookup_prefix": row.lookup_prefix, "reason": reason}
+                )
+                continue
+            seen.add(row.lookup_prefix)
+            options = dict(row.options)
+            if row.expires_at is not None:
+                options["expires_in_days"] = _expiry_days(row.expires_at, now)
+            if args.dry_run:
+                imported.append(
+                    {"row": row.where, "lookup_prefix": row.lookup_prefix, "name": row.name}
+                )
+                continue
+            try:
+                record = ks.keys.import_key(
+                    row.name, hash=row.hash, lookup_prefix=row.lookup_prefix, **options
+                )
+            except KeyInputError as exc:
+                done = f"; {len(imported)} imported before it" if imported else ""
+                raise CommandError(f"{row.where}: {exc}{done}", EXIT_USAGE) from None
+            imported.append(fmt.key_json(record))
+    if args.json:
+        _print_json(out, {"dry_run": args.dry_run, "imported": imported, "skipped": skipped})
+        return EXIT_OK
+    verb = "Would import" if args.dry_run else "Imported"
+    out.write(f"{verb} {len(imported)} key{'' if len(imported) == 1 else 's'} from {args.file}\n")
+    for item in imported:
+        out.write(f"  {item.get('id', item.get('row'))}  {item['name']}\n")
+    for skip in skipped:
+        out.write(f"  skipped {skip['row']} ({skip['lookup_prefix']}): {skip['reason']}\n")
+    return EXIT_OK
+
+
 def _db_init(args: argparse.Namespace, out: TextIO) -> int:
     with _engine(args) as ks:
         if is_memory_url(ks.config.store):
@@ -297,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keys = commands.add_parser(
-        "keys", parents=[common], help="create, list, revoke, update, rotate API keys"
+        "keys", parents=[common], help="create, list, revoke, update, rotate, import API keys"
     )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     both = [common, as_json]
@@ -346,6 +595,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", default="24h", help="how long the old secret keeps working (default: 24h)"
     )
     rotate.set_defaults(func=_keys_rotate)
+
+    importing = key_commands.add_parser(
+        "import", parents=both, help="bring keys over from another system, hashes and all"
+    )
+    importing.add_argument("file", metavar="FILE", help="a .csv (with a header row) or .json file")
+    importing.add_argument(
+        "--from",
+        dest="source",
+        choices=tuple(_IMPORT_COLUMNS),
+        default="generic",
+        help="the file's columns (default: generic: name, hash, lookup_prefix, scopes, ...)",
+    )
+    importing.add_argument(
+        "--scope", action="append", metavar="S", help="scopes for rows that name none (repeatable)"
+    )
+    importing.add_argument("--org", help="the organization for rows that name none")
+    importing.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
+    importing.set_defaults(func=_keys_import)
 
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

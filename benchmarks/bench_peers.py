@@ -1,0 +1,143 @@
+"""Requests per second under uvicorn (one worker) and wrk, loopback only.
+
+    python benchmarks/bench_peers.py [--seconds 10] [--connections 32] [--rounds 2]
+
+Needs `wrk` (Debian package) and, for the peer variants, `slowapi` and
+`fastapi-keygate` installed beside keystile[all]. Each variant is served by
+its own uvicorn process on a free 127.0.0.1 port; wrk sends the variant's
+valid key in `x-api-key`. Ratios are taken against the bare app measured in
+the same run; the best of --rounds runs per variant is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = [
+    "bare-starlette",
+    "keystile-starlette",
+    "bare-fastapi",
+    "keystile-fastapi",
+    "handrolled-fastapi",
+    "keygate-fastapi",
+]
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(variant: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    port = free_port()
+    key_file = workdir / f"{variant}.key"
+    env = {
+        **os.environ,
+        "BENCH_VARIANT": variant,
+        "BENCH_DIR": str(workdir),
+        "BENCH_KEY_FILE": str(key_file),
+        "PYTHONPATH": str(HERE),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "peer_apps:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    key = key_file.read_text() if key_file.exists() else ""
+    return proc, port, key
+
+
+def wrk(port: int, key: str, seconds: int, connections: int) -> tuple[float, str]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            f"x-api-key: {key}",
+            f"http://127.0.0.1:{port}/api/v1/events",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, non2xx.group(1) if non2xx else "0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    results: dict[str, tuple[float, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS:
+            proc, port, key = serve(variant, Path(tmp))
+            try:
+                wrk(port, key, 2, args.connections)  # warm-up
+                runs = [wrk(port, key, args.seconds, args.connections) for _ in range(args.rounds)]
+                results[variant] = max(runs)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                if proc.stderr:
+                    err = proc.stderr.read().decode()
+                    proc.stderr.close()
+                    if proc.returncode not in (0, -15) and err:
+                        print(f"{variant}: {err[-400:]}", file=sys.stderr)
+    base = {"starlette": results["bare-starlette"][0], "fastapi": results["bare-fastapi"][0]}
+    print(
+        f"uvicorn 1 worker, wrk -t2 -c{args.connections} -d{args.seconds}s, best of {args.rounds}"
+    )
+    print(f"{'variant':<22}{'req/s':>10}{'vs bare':>9}{'non-2xx':>9}")
+    for variant, (rps, bad) in results.items():
+        framework = variant.split("-")[-1]
+        print(f"{variant:<22}{rps:>10.0f}{rps / base[framework]:>9.2f}{bad:>9}")
+    ks = results["keystile-fastapi"][0]
+    print(f"keystile-fastapi / handrolled-fastapi = {ks / results['handrolled-fastapi'][0]:.2f}x")
+    print(f"keystile-fastapi / keygate-fastapi    = {ks / results['keygate-fastapi'][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

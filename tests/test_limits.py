@@ -264,7 +264,12 @@ def test_an_address_that_spent_its_failed_auth_budget_is_refused_even_with_a_val
         engines, door_kind, storage, {"key": "100/minute", "failed_auth": "3/minute"}
     )
     good, bad = key(ks), key(ks)[:-2] + "xx"
-    assert [get(door, bad, client="10.0.0.1").status for _ in range(3)] == [401, 401, 401]
+    failures = [get(door, bad, client="10.0.0.1") for _ in range(3)]
+    assert [r.status for r in failures] == [401, 401, 401]
+    # Each counted 401 says how much of the address's budget is left.
+    assert [r.header("x-ratelimit-remaining") for r in failures] == ["2", "1", "0"]
+    assert {r.header("x-ratelimit-limit") for r in failures} == {"3"}
+    assert all(r.header("retry-after") is None for r in failures)
     refused = get(door, good, client="10.0.0.1")
     assert refused.status == 429 and refused.json["retry_after"] >= 1
     assert get(door, None, client="10.0.0.1").status == 429  # before the credential is read

@@ -346,12 +346,18 @@ def _unauthorized(
     ks: Keystile, auth_specs: tuple[Any, ...], message: str, *, sent: bool = True
 ) -> Generator[Any, Any, Refusal]:
     challenge = 'Bearer realm="api", error="invalid_token"' if sent else 'Bearer realm="api"'
+    headers = [("WWW-Authenticate", challenge)]
     if auth_specs:
         try:
-            yield LimitCall(auth_specs)  # every 401 spends the address's budget
+            counted: LimitResult = yield LimitCall(auth_specs)  # every 401 spends the budget
         except LimiterUnavailable:
             logger.warning("could not count a failed authentication: limiter unavailable")
-    return Refusal(401, "UNAUTHORIZED", message, (("WWW-Authenticate", challenge),))
+        else:
+            # A counted response says how much of the budget is left (SPEC section 5);
+            # Retry-After belongs to the 429 that follows, not to this 401.
+            styles = ks.config.limiter.headers
+            headers += [h for h in rate_limit_headers(counted, styles) if h[0] != "Retry-After"]
+    return Refusal(401, "UNAUTHORIZED", message, tuple(headers))
 
 
 def _insufficient_scope(missing: tuple[str, ...], *, any_of: bool) -> Refusal:

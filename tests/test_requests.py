@@ -370,3 +370,11 @@ def test_lifespan_passes_through_and_flushes_last_used(engine: Any, reader: str)
 
 def test_malformed_path_carries_no_credential_challenge(door: Door) -> None:
     assert door("GET", b"/a/../b").header("www-authenticate") is None
+
+
+def test_headers_that_pose_as_keystile_never_reach_the_app(door: Door, reader: str) -> None:
+    posing = [("X-Keystile-Key-Id", "key_admin"), ("X-Keystile-Scopes", "*")]
+    reply = door("GET", "/api/v1/events", [*posing, ("X-Other", "kept")], key=reader)
+    assert reply.status == 200
+    assert not [h for h in reply.seen["headers"] if h.startswith("x-keystile-")]
+    assert "x-other" in reply.seen["headers"]

@@ -15,7 +15,7 @@ from typing import Any
 from keystile.engine import Keystile
 from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
-from keystile.sansio import RequestView, strip_query_param
+from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
 
 __all__ = ["KeystileMiddleware", "view_from_scope"]
 
@@ -25,6 +25,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+_RESERVED = RESERVED_HEADER_PREFIX.encode("latin-1")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -82,10 +84,16 @@ class KeystileMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        decision = await self.ks.adecide(view_from_scope(scope))
+        view = view_from_scope(scope)
+        decision = await self.ks.adecide(view)
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return
+        if view.has_reserved_headers():
+            scope = dict(scope)
+            scope["headers"] = [
+                (n, v) for n, v in scope["headers"] if not n.lower().startswith(_RESERVED)
+            ]
         if decision.principal is not None:
             state = scope.get("state")
             scope = dict(scope)

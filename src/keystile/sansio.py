@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 __all__ = [
     "MAX_CREDENTIAL_BYTES",
+    "RESERVED_HEADER_PREFIX",
     "BadCredential",
     "Credential",
     "RequestView",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 MAX_CREDENTIAL_BYTES = 512
+# keystile tells the app who called through request state and the environ,
+# never through headers; headers with this prefix are reserved, and dropped
+# from what the app sees, so no client can pose as keystile's own word.
+RESERVED_HEADER_PREFIX = "x-keystile-"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -56,6 +61,9 @@ class RequestView:
     def header(self, name: str) -> str | None:
         values = self.headers.get(name)
         return values[0] if values else None
+
+    def has_reserved_headers(self) -> bool:
+        return any(name.startswith(RESERVED_HEADER_PREFIX) for name in self.headers)
 
 
 def routed_path(view: RequestView) -> str | None:

@@ -16,7 +16,7 @@ from keystile.asgi import _config_or_env, _warn_memory_limiter
 from keystile.engine import Keystile
 from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
-from keystile.sansio import RequestView, strip_query_param
+from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
 
 __all__ = ["ENVIRON_KEY", "KeystileMiddleware", "view_from_environ"]
 
@@ -25,6 +25,7 @@ ENVIRON_KEY = "keystile.api_key"
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
+_RESERVED = "HTTP_" + RESERVED_HEADER_PREFIX.upper().replace("-", "_")
 _CGI_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 
@@ -79,12 +80,16 @@ class KeystileMiddleware:
         return f"KeystileMiddleware({self.ks!r})"
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        decision = self.ks.decide(view_from_environ(environ))
+        view = view_from_environ(environ)
+        decision = self.ks.decide(view)
         if isinstance(decision, Refusal):
             status, headers, body = render_refusal(decision, self.errors)
             start_response(f"{status} {HTTPStatus(status).phrase}", headers)
             return [body]
         environ[ENVIRON_KEY] = decision.principal
+        if view.has_reserved_headers():
+            for name in [k for k in environ if k.startswith(_RESERVED)]:
+                del environ[name]
         if decision.strip_embed_token:
             environ["QUERY_STRING"] = strip_query_param(
                 environ.get("QUERY_STRING", "").encode("latin-1"), "token"

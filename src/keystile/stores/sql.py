@@ -12,24 +12,42 @@ which holds ``org + user`` for the one active user key of that pair and NULL
 otherwise (revoked keys and keys in a rotation grace period let go of it).
 NULLs never collide in a unique index on any of the three databases, which
 is why this works where a partial index would not (MariaDB has none).
+
+Every call is bounded by ``store_timeout`` on the client side (see
+"bounded calls" below): over it, or on a dropped connection, the caller gets
+``StoreUnavailable`` (a 503) and the connection is thrown away, never
+returned to the pool half-read; the next call reconnects by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import socket
+import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from keystile.errors import KeyConflict, StoreUnavailable
-from keystile.stores.base import STORE_OPS, KeyRecord, freeze
+from keystile.stores._sql_schema import (
+    OPS,
+    SCHEMA_TIMEOUT,
+    SCHEMA_VERSION,
+    audit_table,
+    create_schema,
+    keys_table,
+    metadata,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -40,340 +58,10 @@ __all__ = [
     "metadata",
 ]
 
-SCHEMA_VERSION = 1
-
-metadata = sa.MetaData()
-
-_Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-_Id = sa.String(32)
-_Name = sa.String(255)
-
-keys_table = sa.Table(
-    "keystile_keys",
-    metadata,
-    sa.Column("id", _Id, primary_key=True),
-    sa.Column("digest", sa.String(64), nullable=True),
-    sa.Column("prefix", sa.String(32), nullable=False),
-    sa.Column("last4", sa.String(4), nullable=False),
-    sa.Column("name", sa.String(100), nullable=False),
-    sa.Column("scopes", sa.JSON, nullable=False),
-    sa.Column("org", _Name, nullable=False),
-    sa.Column("owner", _Name, nullable=True),
-    sa.Column("kind", sa.String(8), nullable=False),
-    sa.Column("type", sa.String(16), nullable=False),
-    sa.Column("plan", sa.String(64), nullable=True),
-    sa.Column("rate_limit", sa.String(64), nullable=True),
-    sa.Column("allowed_origins", sa.JSON, nullable=False),
-    sa.Column("restrictions", sa.JSON, nullable=False),
-    sa.Column("meta", sa.JSON, nullable=False),
-    sa.Column("created_by", _Name, nullable=True),
-    sa.Column("created_at", _Timestamp, nullable=False),
-    sa.Column("expires_at", _Timestamp, nullable=True),
-    sa.Column("last_used_at", _Timestamp, nullable=True),
-    sa.Column("revoked_at", _Timestamp, nullable=True),
-    sa.Column("rotated_from", _Id, nullable=True),
-    sa.Column("imported_hash", sa.String(255), nullable=True),
-    sa.Column("lookup_prefix", sa.String(64), nullable=True),
-    sa.Column("user_slot", sa.String(255), nullable=True),
-    sa.Index("ix_keystile_keys_digest", "digest", unique=True),
-    sa.Index("ix_keystile_keys_user_slot", "user_slot", unique=True),
-    sa.Index("ix_keystile_keys_org", "org"),
-    sa.Index("ix_keystile_keys_lookup_prefix", "lookup_prefix"),
-)
-
-audit_table = sa.Table(
-    "keystile_audit",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("time", _Timestamp, nullable=False),
-    sa.Column("event", sa.String(64), nullable=False),
-    sa.Column("key_id", _Id, nullable=True),
-    sa.Column("org", _Name, nullable=True),
-    sa.Column("reason", sa.String(255), nullable=True),
-    sa.Column("client", sa.String(64), nullable=True),
-    sa.Column("status", sa.Integer, nullable=True),
-    sa.Index("ix_keystile_audit_time", "time"),
-)
-
-schema_table = sa.Table(
-    "keystile_schema",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", _Timestamp, nullable=False),
-)
-
-
-# -- conversions --------------------------------------------------------------
-
-
-def _to_db(when: datetime | None) -> datetime | None:
-    """Naive UTC: the one form all three databases store alike."""
-    if when is None:
-        return None
-    return when.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _from_db(when: datetime | None) -> datetime | None:
-    return None if when is None else when.replace(tzinfo=timezone.utc)
-
-
-_TIME_FIELDS = ("created_at", "expires_at", "last_used_at", "revoked_at")
-
-
-def _row_values(record: KeyRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "digest": record.digest,
-        "prefix": record.prefix,
-        "last4": record.last4,
-        "name": record.name,
-        "scopes": list(record.scopes),
-        "org": record.org,
-        "owner": record.owner,
-        "kind": record.kind,
-        "type": record.type,
-        "plan": record.plan,
-        "rate_limit": record.rate_limit,
-        "allowed_origins": list(record.allowed_origins),
-        "restrictions": {k: list(v) for k, v in record.restrictions.items()},
-        "meta": _thaw(record.metadata),
-        "created_by": record.created_by,
-        "rotated_from": record.rotated_from,
-        "imported_hash": record.imported_hash,
-        "lookup_prefix": record.lookup_prefix,
-        "user_slot": record.slot if record.revoked_at is None else None,
-        **{name: _to_db(getattr(record, name)) for name in _TIME_FIELDS},
-    }
-
-
-def _thaw(value: Any) -> Any:
-    if hasattr(value, "items"):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-def _record(row: sa.Row[Any]) -> KeyRecord:
-    m = row._mapping
-    return KeyRecord(
-        id=m["id"],
-        digest=m["digest"],
-        prefix=m["prefix"],
-        last4=m["last4"],
-        name=m["name"],
-        scopes=tuple(m["scopes"]),
-        org=m["org"],
-        owner=m["owner"],
-        kind=m["kind"],
-        type=m["type"],
-        plan=m["plan"],
-        rate_limit=m["rate_limit"],
-        allowed_origins=tuple(m["allowed_origins"]),
-        restrictions=freeze(m["restrictions"]),
-        metadata=freeze(m["meta"]),
-        created_by=m["created_by"],
-        rotated_from=m["rotated_from"],
-        imported_hash=m["imported_hash"],
-        lookup_prefix=m["lookup_prefix"],
-        **{name: _from_db(m[name]) for name in _TIME_FIELDS},
-    )
-
-
-# -- operations: each runs inside one transaction -----------------------------
-
-_k = keys_table.c
-
-
-def _select_one(conn: Connection, where: Any) -> KeyRecord | None:
-    row = conn.execute(sa.select(keys_table).where(where)).first()
-    return None if row is None else _record(row)
-
-
-def _active(now: datetime) -> Any:
-    return sa.and_(_k.revoked_at.is_(None), sa.or_(_k.expires_at.is_(None), _k.expires_at > now))
-
-
-def op_insert(conn: Connection, record: KeyRecord, now: datetime) -> None:
-    slot = record.slot
-    if slot is not None:
-        # An expired key lets go of its user slot here, inside the transaction
-        # whose insert the unique index then judges.
-        conn.execute(
-            sa.update(keys_table)
-            .where(_k.user_slot == slot, _k.expires_at <= _to_db(now))
-            .values(user_slot=None)
-        )
-    try:
-        conn.execute(sa.insert(keys_table).values(_row_values(record)))
-    except sa_exc.IntegrityError as exc:
-        if slot is not None:
-            raise KeyConflict(
-                f"user {record.owner!r} already has an active key in org {record.org!r}"
-            ) from None
-        raise KeyConflict("the key conflicts with an existing key") from exc
-
-
-def op_get(conn: Connection, key_id: str) -> KeyRecord | None:
-    return _select_one(conn, _k.id == key_id)
-
-
-def op_find_by_digest(conn: Connection, digest: str) -> KeyRecord | None:
-    return _select_one(conn, _k.digest == digest)
-
-
-def op_find_imported(conn: Connection, lookup_prefix: str) -> list[KeyRecord]:
-    rows = conn.execute(
-        sa.select(keys_table).where(
-            _k.lookup_prefix == lookup_prefix, _k.imported_hash.is_not(None)
-        )
-    )
-    return [_record(r) for r in rows]
-
-
-def op_list(conn: Connection, org: str | None, now: datetime) -> list[KeyRecord]:
-    query = sa.select(keys_table).where(_active(_to_db(now)))  # type: ignore[arg-type]
-    if org is not None:
-        query = query.where(_k.org == org)
-    return [_record(r) for r in conn.execute(query.order_by(_k.created_at, _k.id))]
-
-
-def op_update(conn: Connection, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
-    old = _select_one(conn, _k.id == key_id)
-    if old is None:
-        return None
-    new = old.replace(**changes)
-    values = _row_values(new)
-    del values["id"]
-    conn.execute(sa.update(keys_table).where(_k.id == key_id).values(values))
-    return new
-
-
-def op_revoke(conn: Connection, key_id: str, now: datetime) -> KeyRecord | None:
-    conn.execute(
-        sa.update(keys_table)
-        .where(_k.id == key_id, _k.revoked_at.is_(None))
-        .values(revoked_at=_to_db(now), user_slot=None)
-    )
-    return _select_one(conn, _k.id == key_id)
-
-
-def op_revoke_user(conn: Connection, org: str, user: str, now: datetime) -> list[str]:
-    where = sa.and_(
-        _k.org == org, _k.owner == user, _k.kind == "user", _k.revoked_at.is_(None)
-    )
-    ids = [r.id for r in conn.execute(sa.select(_k.id).where(where))]
-    if ids:
-        conn.execute(
-            sa.update(keys_table)
-            .where(_k.id.in_(ids))
-            .values(revoked_at=_to_db(now), user_slot=None)
-        )
-    return ids
-
-
-def op_rotate(
-    conn: Connection, old_id: str, new: KeyRecord, old_expires_at: datetime, now: datetime
-) -> KeyRecord | None:
-    row = conn.execute(
-        sa.select(keys_table).where(_k.id == old_id).with_for_update()
-    ).first()
-    if row is None:
-        return None
-    old = _record(row)
-    if not old.is_active(now):
-        return None
-    if old_expires_at <= now:
-        updated = old.replace(revoked_at=now)
-    else:
-        updated = old.replace(expires_at=min(old.expires_at or old_expires_at, old_expires_at))
-    conn.execute(
-        sa.update(keys_table)
-        .where(_k.id == old_id)
-        .values(
-            revoked_at=_to_db(updated.revoked_at),
-            expires_at=_to_db(updated.expires_at),
-            user_slot=None,
-        )
-    )
-    op_insert(conn, new, now)
-    return updated
-
-
-def op_touch(conn: Connection, last_used: dict[str, datetime]) -> None:
-    if not last_used:
-        return
-    stmt = (
-        sa.update(keys_table)
-        .where(_k.id == sa.bindparam("key_id"))
-        .where(sa.or_(_k.last_used_at.is_(None), _k.last_used_at < sa.bindparam("when")))
-        .values(last_used_at=sa.bindparam("when"))
-    )
-    conn.execute(stmt, [{"key_id": k, "when": _to_db(v)} for k, v in last_used.items()])
-
-
-def op_audit(conn: Connection, events: list[Any]) -> None:
-    """Append audit events (``keystile.audit.AuditEvent``) in one statement."""
-    if events:
-        conn.execute(
-            sa.insert(audit_table),
-            [
-                {
-                    "time": _to_db(e.time),
-                    "event": e.event,
-                    "key_id": e.key_id,
-                    "org": e.org,
-                    "reason": (e.reason or "")[:255] or None,
-                    "client": e.client,
-                    "status": e.status,
-                }
-                for e in events
-            ],
-        )
-
-
-def op_ping(conn: Connection) -> None:
-    conn.execute(sa.select(1))
-
-
-_OPS: dict[str, Callable[..., Any]] = {name: globals()["op_" + name] for name in STORE_OPS}
-
-
-def create_schema(conn: Connection) -> None:
-    """Create the tables if missing and record the schema version.
-
-    Processes starting together on a fresh database would race to create
-    the same tables; a database-wide lock (released with the transaction on
-    PostgreSQL, explicitly on MariaDB) makes them take turns. SQLite
-    serialises writers on its own.
-    """
-    backend = conn.dialect.name
-    if backend == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7315022901)"))
-    elif backend in ("mysql", "mariadb"):
-        conn.execute(sa.text("SELECT GET_LOCK('keystile_schema', 30)"))
-    try:
-        _create_tables(conn)
-    finally:
-        if backend in ("mysql", "mariadb"):
-            conn.execute(sa.text("SELECT RELEASE_LOCK('keystile_schema')"))
-
-
-def _create_tables(conn: Connection) -> None:
-    metadata.create_all(conn, checkfirst=True)
-    current = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar()
-    if current is None:
-        conn.execute(
-            sa.insert(schema_table).values(
-                version=SCHEMA_VERSION, applied_at=_to_db(datetime.now(timezone.utc))
-            )
-        )
-    elif current > SCHEMA_VERSION:
-        raise StoreUnavailable(
-            f"the key store's schema is version {current}; this keystile knows "
-            f"up to {SCHEMA_VERSION}: upgrade keystile"
-        )
+# Connections per engine (the pool's size plus its overflow); a sync store
+# runs at most this many calls at once, one worker thread per connection.
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
 
 
 # -- engines ------------------------------------------------------------------
@@ -406,18 +94,31 @@ def driver_url(url: str, *, use_async: bool) -> sa.URL:
 
 
 def _connect_args(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
+    """Driver settings; the bound on a call is the client-side deadline, not these.
+
+    They only make a connection that keystile has already given up on end
+    sooner on its own, and keep idle pooled connections alive through NATs
+    and firewalls that silently drop quiet flows (a dropped one would cost a
+    request its whole store_timeout before it is found dead).
+    """
     backend = url.get_backend_name()
     whole = max(1, math.ceil(timeout))
     if backend == "postgresql":
-        # libpq counts connect_timeout in whole seconds; the statement timeout
-        # bounds a query the server holds, the client-side bound does the rest.
+        # libpq counts connect_timeout in whole seconds (psycopg makes it at
+        # least 2); statement_timeout stops a query the server is running.
         return {
             "connect_timeout": whole,
             "options": f"-c statement_timeout={int(timeout * 1000)}",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         }
     if backend in ("mysql", "mariadb"):
         if use_async:
             return {"connect_timeout": timeout}
+        # PyMySQL's read_timeout also covers the server's greeting, so it is
+        # what ends a connect that a hung server accepted.
         return {"connect_timeout": whole, "read_timeout": whole, "write_timeout": whole}
     if backend == "sqlite":
         return {"timeout": max(timeout, 5.0)}
@@ -425,23 +126,35 @@ def _connect_args(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, 
 
 
 def _engine_options(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "connect_args": _connect_args(url, timeout, use_async=use_async),
-        "pool_pre_ping": True,
-    }
+    options: dict[str, Any] = {"connect_args": _connect_args(url, timeout, use_async=use_async)}
     if url.get_backend_name() != "sqlite":
-        options["pool_timeout"] = timeout
+        # No pool_pre_ping: keystile pings in its own checkout hook, where the
+        # ping is part of a bounded call (see _watch).
+        options.update(pool_timeout=timeout, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     return options
 
 
 def _wrap(exc: Exception, url: str) -> Exception:
     if isinstance(exc, (KeyConflict, StoreUnavailable)):
         return exc
-    if isinstance(exc, (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, asyncio.TimeoutError)):
+    outage = (
+        sa_exc.DBAPIError,
+        sa_exc.DisconnectionError,
+        sa_exc.TimeoutError,
+        OSError,
+        asyncio.TimeoutError,
+    )
+    if isinstance(exc, outage):
         # The driver's message can quote a query's parameters; the outage is
         # told by its kind, the cause stays chained for debugging.
         return StoreUnavailable(f"key store {_safe_url(url)} unavailable: {type(exc).__name__}")
     return exc
+
+
+def _over_time(url: str, timeout: float) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"key store {_safe_url(url)} unavailable: no answer within {timeout:g}s"
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -460,12 +173,154 @@ def _import_driver_or_explain(url: sa.URL) -> None:
         raise StoreUnavailable(f"the driver for {url.drivername} is not installed{hint}") from exc
 
 
+# -- bounded calls ------------------------------------------------------------
+#
+# store_timeout is enforced here, on the client, because nothing else bounds
+# every way a call can hang: libpq counts connect_timeout in whole seconds
+# (psycopg makes it at least 2), statement_timeout is the server's and does
+# nothing when the server never reads the query, and TCP keepalives and
+# tcp_user_timeout are answered by the peer's kernel even when the database
+# behind it is hung. So a call runs where it can be walked away from (a
+# worker thread for a sync store, a task for an async one); at the deadline
+# the caller gets StoreUnavailable at once, and the socket of the connection
+# the call holds is shut down, so that the driver fails now rather than
+# whenever the network decides, the pool throws that connection away instead
+# of keeping one with a reply still owed on it, and the worker is free again.
+#
+# Which connection a call holds is learnt in the pool's checkout hook (a
+# context variable names the call), which is also where the liveness ping
+# runs: SQLAlchemy's own pool_pre_ping runs before any hook could see the
+# connection, so a ping hung on a stalled server could never be cut short.
+
+
+class _Call:
+    """One store call in flight: the DBAPI connection it holds, if any."""
+
+    __slots__ = ("_held", "_identity", "_lock", "abandoned")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Any = None
+        self._identity: Any = None
+        self.abandoned = False
+
+    def hold(self, dbapi_conn: Any) -> None:
+        with self._lock:
+            if self.abandoned:  # the caller left while this call waited to connect
+                raise StoreUnavailable("the store call was abandoned at its deadline")
+            self._held, self._identity = dbapi_conn, _socket_identity(dbapi_conn)
+
+    def release(self, dbapi_conn: Any) -> None:
+        # Called (under the lock) before the driver may close the connection,
+        # so abandon() never shuts a socket number the OS has handed on.
+        with self._lock:
+            if self._held is dbapi_conn:
+                self._held = self._identity = None
+
+    def abandon(self) -> bool:
+        """Give the call up; True if it held a connection (now severed)."""
+        with self._lock:
+            self.abandoned = True
+            held, identity, self._held, self._identity = self._held, self._identity, None, None
+            if held is not None:
+                _sever(held, identity)
+        return held is not None
+
+
+_current_call: ContextVar[_Call | None] = ContextVar("keystile_store_call", default=None)
+
+
+def _driver(dbapi_conn: Any) -> Any:
+    return getattr(dbapi_conn, "driver_connection", dbapi_conn)  # async engines adapt it
+
+
+def _socket_identity(dbapi_conn: Any) -> Any:
+    """What tells a psycopg connection's socket from a later one with its number: its inode."""
+    pgconn = getattr(_driver(dbapi_conn), "pgconn", None)
+    if pgconn is None:
+        return None
+    with contextlib.suppress(Exception):
+        return os.fstat(pgconn.socket).st_ino
+    return None
+
+
+def _sever(dbapi_conn: Any, identity: Any) -> None:
+    """Shut the connection's socket so a blocked read or write returns at once.
+
+    Only ``shutdown``, never ``close``: the driver still owns the descriptor
+    and closes it when the pool discards the connection. A psycopg socket is
+    reached by number (and libpq closes it by itself on a lost connection),
+    so it is shut only if that number still names the same socket.
+    """
+    driver = _driver(dbapi_conn)
+    with contextlib.suppress(Exception):
+        pgconn = getattr(driver, "pgconn", None)
+        if pgconn is not None:  # psycopg, sync or async
+            fd = pgconn.socket
+            if identity is not None and os.fstat(fd).st_ino == identity:
+                sock = socket.socket(fileno=fd)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.detach()
+        elif isinstance(getattr(driver, "_sock", None), socket.socket):  # PyMySQL
+            driver._sock.shutdown(socket.SHUT_RDWR)
+        elif getattr(driver, "_writer", None) is not None:  # aiomysql, on its own loop
+            driver._writer.transport.abort()
+
+
+def _watch(engine: Engine) -> None:
+    """Install the checkout hook: name the held connection, then ping it."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "connect")
+    def _fresh(dbapi_conn: Any, record: Any) -> None:
+        record.info["keystile_fresh"] = True
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        call = _current_call.get()
+        if call is not None:
+            call.hold(dbapi_conn)
+        if record.info.pop("keystile_fresh", False):
+            return  # just connected: alive
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            if call is not None and call.abandoned:
+                raise StoreUnavailable("the store call was abandoned at its deadline") from exc
+            # A connection that died while pooled: the pool replaces it and
+            # runs this hook again on the new one.
+            raise sa_exc.DisconnectionError() from exc
+
+    def _release(dbapi_conn: Any, *_: Any) -> None:
+        call = _current_call.get()
+        if call is not None:
+            call.release(dbapi_conn)
+
+    for name in ("checkin", "invalidate", "close"):
+        event.listen(engine, name, _release)
+
+
+def _run_op(conn: Connection, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        with conn.begin():
+            return fn(conn, *args)
+    except BaseException:
+        if call.abandoned and not conn.invalidated:
+            conn.invalidate()  # never back into the pool with a reply still owed
+        raise
+
+
 class SQLKeyStore:
     """The key store over a sync SQLAlchemy engine.
 
     >>> store = SQLKeyStore("sqlite:///keys.db")   # doctest: +SKIP
 
-    Tables are created on first use (or by ``keystile db init``).
+    Tables are created on first use (or by ``keystile db init``). Each call
+    on a networked database runs on a worker thread and is abandoned at
+    ``timeout`` (see "bounded calls" above); SQLite runs in the caller's
+    thread, bounded by its own busy timeout.
     """
 
     def __init__(self, url: str, *, timeout: float = 1.0, create: bool = True) -> None:
@@ -476,6 +331,10 @@ class SQLKeyStore:
         self.engine: Engine = sa.create_engine(
             target, **_engine_options(target, timeout, use_async=False)
         )
+        _watch(self.engine)
+        self._networked = target.get_backend_name() != "sqlite"
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_lock = threading.Lock()
         self._create = create
         self._ready = False
 
@@ -483,28 +342,71 @@ class SQLKeyStore:
         return f"SQLKeyStore({_safe_url(self.url)!r})"
 
     def init_schema(self) -> None:
-        try:
-            with self.engine.begin() as conn:
-                create_schema(conn)
-        except Exception as exc:
-            raise _wrap(exc, self.url) from exc
+        self._bounded(create_schema, (), max(self.timeout, SCHEMA_TIMEOUT))
         self._ready = True
 
     def execute(self, op: str, *args: Any) -> Any:
         if not self._ready and self._create:
             self.init_schema()
+        return self._bounded(OPS[op], args, self.timeout)
+
+    def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        call = _Call()
         try:
-            with self.engine.begin() as conn:
-                return _OPS[op](conn, *args)
+            if not self._networked:
+                return self._attempt(call, fn, args)
+            future = self._pool_of_workers().submit(self._attempt, call, fn, args)
+            try:
+                return future.result(timeout)
+            except TimeoutError:
+                future.cancel()  # still queued: it never runs
+                call.abandon()
+                raise _over_time(self.url, timeout) from None
+        except (KeyConflict, StoreUnavailable):
+            raise
         except Exception as exc:
             raise _wrap(exc, self.url) from exc
 
+    def _pool_of_workers(self) -> ThreadPoolExecutor:
+        # Made on first use (and again after close(), as the engine's pool is).
+        workers = self._workers
+        if workers is None:
+            with self._workers_lock:
+                if self._workers is None:
+                    self._workers = ThreadPoolExecutor(
+                        POOL_SIZE + POOL_OVERFLOW, thread_name_prefix="keystile-store"
+                    )
+                workers = self._workers
+        return workers
+
+    def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        token = _current_call.set(call)
+        try:
+            with self.engine.connect() as conn:
+                return _run_op(conn, call, fn, args)
+        finally:
+            _current_call.reset(token)
+
     def close(self) -> None:
+        with self._workers_lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            # Not waiting: a worker can only still be busy with an abandoned
+            # call, stuck connecting (bounded by connect_timeout); the
+            # checkout hook refuses it the connection, which is then closed.
+            workers.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
 
 class AsyncSQLKeyStore:
-    """The same store on an async engine; each call is bounded by ``timeout``."""
+    """The same store on an async engine; each call is bounded by ``timeout``.
+
+    A call runs as a task of its own; at the deadline the caller gets
+    ``StoreUnavailable`` without waiting for the task to unwind (a cancelled
+    psycopg query would first try to cancel on the server, for up to many
+    seconds when that server hangs); the task's socket is shut instead and it
+    ends by itself.
+    """
 
     def __init__(self, url: str, *, timeout: float = 1.0, create: bool = True) -> None:
         self.url = url
@@ -514,24 +416,59 @@ class AsyncSQLKeyStore:
         self.engine: AsyncEngine = create_async_engine(
             target, **_engine_options(target, timeout, use_async=True)
         )
+        _watch(self.engine.sync_engine)
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self._create = create
         self._ready = False
 
     def __repr__(self) -> str:
         return f"AsyncSQLKeyStore({_safe_url(self.url)!r})"
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn, *args)
-
     async def aexecute(self, op: str, *args: Any) -> Any:
         try:
             if not self._ready and self._create:
-                await asyncio.wait_for(self._run(create_schema), max(self.timeout, 10.0))
+                await self._bounded(create_schema, (), max(self.timeout, SCHEMA_TIMEOUT))
                 self._ready = True
-            return await asyncio.wait_for(self._run(_OPS[op], *args), self.timeout)
+            return await self._bounded(OPS[op], args, self.timeout)
+        except (KeyConflict, StoreUnavailable):
+            raise
         except Exception as exc:
             raise _wrap(exc, self.url) from exc
 
+    async def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        call = _Call()
+        task = asyncio.ensure_future(self._attempt(call, fn, args))
+        try:
+            await asyncio.wait((task,), timeout=timeout)
+        finally:  # over time, or the caller itself was cancelled
+            if not task.done():
+                if not call.abandon():
+                    # Still waiting for the pool or connecting: cancelling is
+                    # safe there and frees the pool's slot now, not at
+                    # connect_timeout. Mid-query it is not (psycopg would try
+                    # to cancel on the hung server first), hence the severing.
+                    task.cancel()
+                self._abandoned.add(task)
+                task.add_done_callback(self._forget)
+        if not task.done():
+            raise _over_time(self.url, timeout)
+        return task.result()
+
+    async def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        _current_call.set(call)  # the task's own context; the pool hooks read it
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_run_op, call, fn, args)
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller was already told
+
     async def aclose(self) -> None:
+        # An abandoned call holds no live socket (it was shut), but one may
+        # still be connecting: cancel it rather than wait out connect_timeout.
+        for task in self._abandoned:
+            task.cancel()
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=SCHEMA_TIMEOUT)
         await self.engine.dispose()

@@ -110,6 +110,8 @@ class Keystile:
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self._specs: dict[tuple[Any, ...], tuple[LimitSpec, ...]] = {}
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
+        # event -> (monotonic time of the last report, requests since): see pipeline
+        self.outages: dict[str, tuple[float, int]] = {}
         self.invalidator: Invalidator | None = None
         scheme = cfg.limiter.storage.split("://", 1)[0].lower().removeprefix("async+")
         if scheme in REDIS_SCHEMES:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -394,17 +395,36 @@ def _too_many(ks: Keystile, result: LimitResult, message: str) -> Refusal:
 
 
 def _store_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal:
-    logger.error("key store unavailable: %s", exc)
-    ks.emit("store.unavailable", None, reason=str(exc))
+    _report_outage(ks, "store.unavailable", exc)
     return _unavailable("the key store is unavailable; try again shortly")
 
 
 def _limiter_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal | None:
-    logger.error("rate limiter unavailable: %s", exc)
-    ks.emit("limiter.unavailable", None, reason=str(exc))
+    _report_outage(ks, "limiter.unavailable", exc)
     if ks.config.limiter.on_error == "open":
         return None
     return _unavailable("the rate limiter is unavailable; try again shortly")
+
+
+OUTAGE_REPORT_EVERY = 1.0  # seconds between two log lines (and events) of one outage
+
+
+def _report_outage(ks: Keystile, event: str, exc: ServiceUnavailable) -> None:
+    """Log and record an outage at most once a second, with how many requests it hit.
+
+    At a thousand requests a second, one line per refused request would bury
+    the log and flood the audit sinks with copies of the same fact.
+    """
+    now = time.monotonic()
+    last, missed = ks.outages.get(event, (0.0, 0))
+    if now - last < OUTAGE_REPORT_EVERY:
+        ks.outages[event] = (last, missed + 1)
+        return
+    ks.outages[event] = (now, 0)
+    more = f" ({missed} more requests hit it since the last report)" if missed else ""
+    what = "key store" if event.startswith("store") else "rate limiter"
+    logger.error("%s unavailable: %s%s", what, exc, more)
+    ks.emit(event, None, reason=f"{exc}{more}")
 
 
 # -- drivers ----------------------------------------------------------------------

@@ -302,8 +302,18 @@ def _watch(engine: Engine) -> None:
         event.listen(engine, name, _release)
 
 
+# One-statement reads that need no transaction. On PostgreSQL they run in
+# autocommit (a client-side switch in psycopg), which saves the BEGIN and
+# COMMIT round trips on every cache miss; MySQL drivers would spend a round
+# trip on the switch itself, so they keep the transaction.
+READ_ONLY = frozenset({OPS[name] for name in ("get", "find_by_digest", "find_imported", "ping")})
+
+
 def _run_op(conn: Connection, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
+        if fn in READ_ONLY and conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return fn(conn, *args)
         with conn.begin():
             return fn(conn, *args)
     except BaseException:

@@ -55,9 +55,23 @@ def fill(n: int) -> list[str]:
                 " allowed_origins, restrictions, meta, created_at) FROM STDIN"
             ) as copy:
                 for i in range(n):
-                    copy.write_row((f"key_{i:020d}", secrets.token_hex(32), "sk_xxxxxxxxxxx",
-                                    "abcd", f"k{i}", "[]", f"org{i % 1000}", "bot", "secret",
-                                    "[]", "{}", "{}", now))
+                    copy.write_row(
+                        (
+                            f"key_{i:020d}",
+                            secrets.token_hex(32),
+                            "sk_xxxxxxxxxxx",
+                            "abcd",
+                            f"k{i}",
+                            "[]",
+                            f"org{i % 1000}",
+                            "bot",
+                            "secret",
+                            "[]",
+                            "{}",
+                            "{}",
+                            now,
+                        )
+                    )
             conn.execute("ANALYZE keystile_keys")
             conn.commit()
             print(f"filled {n} keys in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -97,9 +111,19 @@ async def time_async(digests: list[str]) -> list[float]:
 
 
 def cache_memory(size: int) -> float:
-    record = KeyRecord(id="key_x", digest="d", prefix="sk_", last4="abcd", name="n",
-                       scopes=("events:read",), org="acme", owner=None, kind="bot",
-                       type="secret", created_at=datetime.now(timezone.utc))
+    record = KeyRecord(
+        id="key_x",
+        digest="d",
+        prefix="sk_",
+        last4="abcd",
+        name="n",
+        scopes=("events:read",),
+        org="acme",
+        owner=None,
+        kind="bot",
+        type="secret",
+        created_at=datetime.now(timezone.utc),
+    )
     cache = KeyCache(60, size=size)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
@@ -128,8 +152,10 @@ def main() -> None:
         ("async unknown", lambda: asyncio.run(time_async(unknown))),
     ):
         times = run()
-        print(f"{name:<14} p50 {pct(times, 0.50):.3f} ms  p99 {pct(times, 0.99):.3f} ms  "
-              f"mean {statistics.mean(times) * 1000:.3f} ms")
+        print(
+            f"{name:<14} p50 {pct(times, 0.50):.3f} ms  p99 {pct(times, 0.99):.3f} ms  "
+            f"mean {statistics.mean(times) * 1000:.3f} ms"
+        )
     for size in (10_000, 100_000):
         print(f"cache of {size} entries, filled 3x over: {cache_memory(size):.1f} MB")
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from keystile.engine import Keystile
+from keystile.engine import Keystile, engine_for
 from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
 from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
@@ -67,11 +67,9 @@ class KeystileMiddleware:
 
     def __init__(self, app: ASGIApp, config: Any = None, *, engine: Keystile | None = None) -> None:
         self.app = app
-        if engine is None:
-            engine = config if isinstance(config, Keystile) else Keystile(_config_or_env(config))
-        self.ks = engine
-        self.errors = engine.config.errors
-        _warn_memory_limiter(engine)
+        self.ks = engine_for(config, engine)
+        self.errors = self.ks.config.errors
+        _warn_memory_limiter(self.ks)
 
     def __repr__(self) -> str:
         return f"KeystileMiddleware({self.ks!r})"
@@ -148,14 +146,6 @@ def _without_embed_token(scope: Scope) -> Scope:
         (n, v) for n, v in scope.get("headers", ()) if n.lower() != b"x-embed-token"
     ]
     return scope
-
-
-def _config_or_env(config: Any) -> Any:
-    if config is not None:
-        return config
-    from keystile.engine import config_path_from_env
-
-    return str(config_path_from_env())
 
 
 def _warn_memory_limiter(engine: Keystile) -> None:

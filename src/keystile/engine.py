@@ -440,6 +440,18 @@ class Keystile:
         await self.aclose()
 
 
+def engine_for(config: Any, engine: Keystile | None = None) -> Keystile:
+    """The engine a door runs on: given, passed as ``config``, or built from it.
+
+    ``config=None`` reads ``$KEYSTILE_CONFIG``, then ``./keystile.yaml``.
+    """
+    if engine is not None:
+        return engine
+    if isinstance(config, Keystile):
+        return config
+    return Keystile(config if config is not None else str(config_path_from_env()))
+
+
 def _close_at_exit(ref: weakref.ref[Keystile]) -> None:
     engine = ref()
     if engine is not None:

@@ -192,15 +192,10 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     address = client_address(view, cfg.trusted_proxies)
     auth_specs = failed_auth_specs(cfg, address)
     if auth_specs:
-        try:
-            spent: LimitResult = yield LimitCall(auth_specs, peek=True)
-        except LimiterUnavailable as exc:
-            refusal = _limiter_down(ks, exc)
-            if refusal is not None:
-                return refusal
-        else:
-            if not spent.admitted:
-                return _too_many(ks, spent, "too many failed authentication attempts")
+        peek = LimitCall(auth_specs, peek=True)
+        refusal, _ = yield from _count(ks, peek, "too many failed authentication attempts")
+        if refusal is not None:
+            return refusal
 
     # 5-7. The credential and the key it names.
     embed_route = bool(rule and rule.embed)
@@ -290,15 +285,10 @@ def _authorize(
     headers: tuple[tuple[str, str], ...] = ()
     specs = ks.limit_specs(rule, record)
     if specs:
-        try:
-            result: LimitResult = yield LimitCall(specs)
-        except LimiterUnavailable as exc:
-            refusal = _limiter_down(ks, exc)
-            if refusal is not None:
-                return refusal
-        else:
-            if not result.admitted:
-                return _too_many(ks, result, "rate limit exceeded")
+        refusal, result = yield from _count(ks, LimitCall(specs), "rate limit exceeded")
+        if refusal is not None:
+            return refusal
+        if result is not None:
             headers = tuple(rate_limit_headers(result, cfg.limiter.headers))
 
     # 12. The app runs with the principal.
@@ -383,6 +373,23 @@ def _embed_refusal(record: KeyRecord, match: RouteMatch | None, method: str) -> 
         if value is not None and value not in allowed:
             return _forbidden(f"this embed key does not allow this {name}")
     return None
+
+
+def _count(
+    ks: Keystile, call: LimitCall, message: str
+) -> Generator[Any, Any, tuple[Refusal | None, LimitResult | None]]:
+    """Ask the limiter; a refusal if a limit is spent or the limiter is down (closed).
+
+    ``(None, None)`` means the limiter is down and ``on_error: open`` lets the
+    request through uncounted.
+    """
+    try:
+        result: LimitResult = yield call
+    except LimiterUnavailable as exc:
+        return _limiter_down(ks, exc), None
+    if not result.admitted:
+        return _too_many(ks, result, message), None
+    return None, result
 
 
 def _too_many(ks: Keystile, result: LimitResult, message: str) -> Refusal:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from keystile.asgi import _config_or_env, _warn_memory_limiter
-from keystile.engine import Keystile
+from keystile.asgi import _warn_memory_limiter
+from keystile.engine import Keystile, engine_for
 from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
 from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
@@ -70,11 +70,9 @@ class KeystileMiddleware:
 
     def __init__(self, app: WSGIApp, config: Any = None, *, engine: Keystile | None = None) -> None:
         self.app = app
-        if engine is None:
-            engine = config if isinstance(config, Keystile) else Keystile(_config_or_env(config))
-        self.ks = engine
-        self.errors = engine.config.errors
-        _warn_memory_limiter(engine)
+        self.ks = engine_for(config, engine)
+        self.errors = self.ks.config.errors
+        _warn_memory_limiter(self.ks)
 
     def __repr__(self) -> str:
         return f"KeystileMiddleware({self.ks!r})"

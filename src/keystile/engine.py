@@ -15,12 +15,13 @@ import logging
 import os
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
@@ -52,6 +53,9 @@ from keystile.stores import (
     open_store,
 )
 from keystile.stores.base import KeyRecord, StoreCall, utcnow
+
+if TYPE_CHECKING:
+    from keystile.metrics import PrometheusMetrics
 
 __all__ = ["Keystile"]
 
@@ -112,6 +116,8 @@ class Keystile:
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
         # event -> (monotonic time of the last report, requests since): see pipeline
         self.outages: dict[str, tuple[float, int]] = {}
+        # Set by keystile.metrics.install (the optional Prometheus extra).
+        self.metrics: PrometheusMetrics | None = None
         self.invalidator: Invalidator | None = None
         scheme = cfg.limiter.storage.split("://", 1)[0].lower().removeprefix("async+")
         if scheme in REDIS_SCHEMES:
@@ -241,13 +247,15 @@ class Keystile:
         """Admit or refuse a request, with blocking I/O (WSGI)."""
         if self.invalidator is not None:
             self.invalidator.start()  # a no-op once listening
-        return self._audit_refusal(view, run_sync(decide(self, view), self._perform))
+        perform = self._perform if self.metrics is None else self._perform_timed
+        return self._audit_refusal(view, run_sync(decide(self, view), perform))
 
     async def adecide(self, view: RequestView) -> Decision:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
         if self.invalidator is not None:
             self.invalidator.start()
-        return self._audit_refusal(view, await run_async(decide(self, view), self._aperform))
+        aperform = self._aperform if self.metrics is None else self._aperform_timed
+        return self._audit_refusal(view, await run_async(decide(self, view), aperform))
 
     def _perform(self, effect: Any) -> Any:
         if isinstance(effect, StoreCall):
@@ -268,6 +276,22 @@ class Keystile:
 
             return await anyio.to_thread.run_sync(self._verify_imported, effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    def _perform_timed(self, effect: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._perform(effect)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_call(_backend_of(effect), time.perf_counter() - start)
+
+    async def _aperform_timed(self, effect: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await self._aperform(effect)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_call(_backend_of(effect), time.perf_counter() - start)
 
     def _verify_imported(self, effect: VerifyImported) -> bool:
         if self._imports is None:
@@ -334,6 +358,8 @@ class Keystile:
         )
 
     def _audit_refusal(self, view: RequestView, decision: Decision) -> Decision:
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision)
         if isinstance(decision, Refusal) and decision.status in (401, 403, 429):
             self.audit.record(
                 AuditEvent(
@@ -438,6 +464,15 @@ class Keystile:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _backend_of(effect: Any) -> str:
+    """The ``backend`` metrics label of a pipeline effect."""
+    if isinstance(effect, StoreCall):
+        return "store"
+    if isinstance(effect, LimitCall):
+        return "limiter"
+    return "imported_hash"
 
 
 def engine_for(config: Any, engine: Keystile | None = None) -> Keystile:

@@ -85,3 +85,21 @@ def test_imports_are_off_unless_configured(store_url: str) -> None:
         assert Door("wsgi", ks)("GET", "/x", key=legacy).status == 401
     finally:
         ks.close()
+
+
+def test_fastapi_keygate_keys_import_by_their_prefix_and_sha256(
+    ks: Any, verify_calls: list[str]
+) -> None:
+    import hashlib
+
+    legacy = "kg_1a2b3c4d_Zx-9_y8w7v6u5t4s3r2q1p0o9n8m7l6k5j4i3h2g"  # kg_<prefix>_<secret>
+    record = ks.keys.import_key(
+        "from keygate",
+        hash=hashlib.sha256(legacy.encode()).hexdigest(),
+        lookup_prefix="kg_1a2b3c4d",
+        org="acme",
+    )
+    with Door("wsgi", ks) as door:
+        assert door("GET", "/x", key=legacy).seen["key"] == record.id
+        assert door("GET", "/x", key=legacy[:-1] + "X").status == 401
+    assert ks.keys.get(record.id).digest == ks.digest(legacy)

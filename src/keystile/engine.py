@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -302,7 +303,14 @@ class Keystile:
             return False
 
     def import_lookup_prefix(self, credential: str) -> str | None:
-        """The public part of an imported key (``prefix.secret``), used to find it."""
+        """The public part of an imported key, used to find it.
+
+        ``prefix.secret`` (djangorestframework-api-key) gives ``prefix``;
+        ``kg_prefix_secret`` (fastapi-keygate) gives ``kg_prefix``.
+        """
+        keygate = _KEYGATE.fullmatch(credential)
+        if keygate is not None:
+            return f"kg_{keygate.group(1)}"
         lookup, dot, rest = credential.partition(".")
         if not dot or not lookup or not rest or len(lookup) > 64:
             return None
@@ -464,6 +472,9 @@ class Keystile:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+_KEYGATE = re.compile(r"kg_([0-9a-f]{1,32})_[A-Za-z0-9_-]+")
 
 
 def _backend_of(effect: Any) -> str:

@@ -163,6 +163,7 @@ def imported_hash_context() -> object:
             "pbkdf2_sha512",
             "sha512_crypt",
             "sha256_crypt",
+            "hex_sha256",  # fastapi-keygate (SHA-256 hex of the whole key)
             "hex_sha512",  # djangorestframework-api-key 3.x (`sha512$$<hex>`, converted on import)
             "django_pbkdf2_sha256",
             "django_argon2",

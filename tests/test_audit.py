@@ -71,7 +71,10 @@ def test_events_go_to_the_audit_logger(caplog: pytest.LogCaptureFixture) -> None
     caplog.set_level(logging.INFO, logger="keystile.audit")
     ks = engine()
     new = ks.keys.create(name="k", org="acme")
-    assert f"key.created key_id={new.id} org=acme" in caplog.text
+    assert f"key.created key_id={new.id} key_prefix={new.secret[:14]} org=acme" in caplog.text
+    structured = caplog.records[-1].keystile  # type: ignore[attr-defined]
+    assert structured["key_id"] == new.id and structured["key_prefix"] == new.secret[:14]
+    assert new.secret not in caplog.text and new.secret[14:] not in repr(structured)
     ks.close()
 
 

@@ -56,6 +56,7 @@ class AuditEvent:
     reason: str | None = None
     client: str | None = None
     status: int | None = None
+    key_prefix: str | None = None  # the display prefix (first 14 characters), never more
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,14 +126,17 @@ class Auditor:
             except Exception:
                 logger.exception("audit callback %r failed", callback)
         if self.config.log:
+            # The fields also go as `extra`, for JSON log formatters.
             logger.info(
-                "%s key_id=%s org=%s status=%s client=%s reason=%s",
+                "%s key_id=%s key_prefix=%s org=%s status=%s client=%s reason=%s",
                 event.event,
                 event.key_id,
+                event.key_prefix,
                 event.org,
                 event.status,
                 event.client,
                 event.reason,
+                extra={"keystile": event.as_dict()},
             )
         if self._store_writer is None and not self.config.webhook_url:
             return

@@ -129,6 +129,7 @@ class Refusal:
     # For the audit trail, when the key was identified; never in the body.
     key_id: str | None = None
     org: str | None = None
+    key_prefix: str | None = None
 
 
 Decision = Admit | Refusal
@@ -243,7 +244,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
 
     decision = yield from _authorize(ks, view, match, method, record, credential.source)
     if isinstance(decision, Refusal):
-        return replace(decision, key_id=record.id, org=record.org)
+        return replace(decision, key_id=record.id, org=record.org, key_prefix=record.prefix)
     return decision
 
 

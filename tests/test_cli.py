@@ -279,6 +279,25 @@ def test_explain_an_unmatched_path_names_the_default(workdir: Path) -> None:
     assert "no rule matches; default: deny" in done.stdout
 
 
+def test_check_and_explain_speak_json_too(workdir: Path) -> None:
+    import json
+
+    checked = run(workdir, "check", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["ok"] is True
+    done = run(workdir, "explain", "post", "/api/v1/events/42/results", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["rule"]["path"] == "/api/v1/events/{event_id}/results"
+    assert data["rule"]["params"] == {"event_id": "42"} and data["rule"]["line"] == 10
+    assert data["rule"]["scopes_any"] == ["results", "admin"]
+    assert data["limits"]["route"] == "100/minute" and data["refused"] is None
+    nowhere = json.loads(run(workdir, "explain", "GET", "/nowhere", "--json").stdout)
+    assert nowhere["rule"] is None and nowhere["refused"]["status"] == 403
+    tricky = json.loads(run(workdir, "explain", "GET", "/a/../b", "--json").stdout)
+    assert tricky["refused"]["status"] == 400
+
+
 def test_db_init_creates_the_tables(workdir: Path) -> None:
     done = run(workdir, "db", "init")
     assert done.returncode == 0, done.stderr

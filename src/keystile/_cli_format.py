@@ -137,6 +137,44 @@ def explain(config: Config, method: str, target: str) -> str:
     return "\n".join(lines)
 
 
+def explain_data(config: Config, method: str, target: str) -> dict[str, Any]:
+    """The same answer as :func:`explain`, as JSON-ready data (``explain --json``)."""
+    method = method.upper()
+    path = normalize_path(target.encode("utf-8"), percent_encoded=True)
+    data: dict[str, Any] = {"method": method, "path": target, "refused": None, "rule": None}
+    if path is None:
+        data["refused"] = {"status": 400, "code": "BAD_REQUEST", "reason": "malformed path"}
+        return data
+    match = config.route_table.match("GET" if method == "HEAD" else method, path)
+    limits = config.limits
+    data["limits"] = {
+        "route": None,
+        "key": limits.key,
+        "org": limits.org,
+        "plans": dict(limits.plans),
+        "failed_auth": limits.failed_auth,
+    }
+    if match is None:
+        data["default"] = config.default
+        if config.default == "deny":
+            data["refused"] = {"status": 403, "code": "FORBIDDEN", "reason": "no rule matches"}
+        return data
+    rule = match.rule
+    data["limits"]["route"] = rule.limit
+    data["rule"] = {
+        "path": rule.path,
+        "methods": list(rule.methods) if rule.methods else None,
+        "line": rule.line,
+        "public": rule.public,
+        "scopes": list(rule.scopes),
+        "scopes_any": list(rule.scopes_any),
+        "org_param": rule.org_param,
+        "embed": rule.embed,
+        "params": dict(match.params),
+    }
+    return data
+
+
 _DEFAULTS = {
     "deny": "refused with 403 FORBIDDEN, whatever key is sent",
     "authenticated": "any valid key passes; no scope is required",

@@ -500,6 +500,9 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     path = _config_path(args)
     config = load_config(path)
     count = len(config.routes)
+    if args.json:
+        _print_json(out, {"ok": True, "config": str(path), "routes": count})
+        return EXIT_OK
     out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
     return EXIT_OK
 
@@ -510,6 +513,9 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     if not args.path.startswith("/"):
         raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
     config = load_config(_config_path(args))
+    if args.json:
+        _print_json(out, fmt.explain_data(config, args.method, args.path))
+        return EXIT_OK
     out.write(fmt.explain(config, args.method, args.path) + "\n")
     return EXIT_OK
 
@@ -620,11 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=_db_init
     )
 
-    check = commands.add_parser("check", parents=[common], help="validate the config")
+    check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
     check.set_defaults(func=_check)
 
     explain = commands.add_parser(
-        "explain", parents=[common], help="the rule, scopes and limits for a request"
+        "explain", parents=[common, as_json], help="the rule, scopes and limits for a request"
     )
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("path", metavar="PATH")

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from keystile._flow import adrive, drive
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
@@ -40,8 +41,6 @@ from keystile.pipeline import (
     Refusal,
     VerifyImported,
     decide,
-    run_async,
-    run_sync,
 )
 from keystile.sansio import RequestView, client_address
 from keystile.scopes import ScopePolicy
@@ -249,14 +248,16 @@ class Keystile:
         if self.invalidator is not None:
             self.invalidator.start()  # a no-op once listening
         perform = self._perform if self.metrics is None else self._perform_timed
-        return self._audit_refusal(view, run_sync(decide(self, view), perform))
+        return self._audit_refusal(view, drive(decide(self, view), perform, ServiceUnavailable))
 
     async def adecide(self, view: RequestView) -> Decision:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
         if self.invalidator is not None:
             self.invalidator.start()
         aperform = self._aperform if self.metrics is None else self._aperform_timed
-        return self._audit_refusal(view, await run_async(decide(self, view), aperform))
+        return self._audit_refusal(
+            view, await adrive(decide(self, view), aperform, ServiceUnavailable)
+        )
 
     def _perform(self, effect: Any) -> Any:
         if isinstance(effect, StoreCall):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import limits
 
 from keystile import keys as keyfmt
+from keystile._flow import adrive, drive
 from keystile.errors import KeyInputError, KeyNotFound
 from keystile.scopes import is_well_formed
 from keystile.stores.base import KeyRecord, StoreCall, freeze
@@ -185,21 +186,11 @@ class KeyManager:
     # drivers
     def _run(self, flow: Flow[T]) -> T:
         store = self._ks.store
-        try:
-            call = next(flow)
-            while True:
-                call = flow.send(store.execute(call.op, *call.args))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return drive(flow, lambda call: store.execute(call.op, *call.args))
 
     async def _arun(self, flow: Flow[T]) -> T:
         store = self._ks.astore
-        try:
-            call = next(flow)
-            while True:
-                call = flow.send(await store.aexecute(call.op, *call.args))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return await adrive(flow, lambda call: store.aexecute(call.op, *call.args))
 
     # public API: one line each way
     def create(self, name: str, **options: Any) -> NewKey:

@@ -4,8 +4,8 @@
 generator: it yields the I/O it needs (``StoreCall`` for the key store,
 ``LimitCall`` for the limiter, ``VerifyImported`` for a slow imported hash)
 and receives the answers; a service that fails is thrown into it as
-``StoreUnavailable`` / ``LimiterUnavailable`` at that yield. ``run_sync`` and
-``run_async`` are the two drivers; the ASGI and WSGI middleware only
+``StoreUnavailable`` / ``LimiterUnavailable`` at that yield. ``_flow.drive``
+and ``_flow.adrive`` are the two drivers; the ASGI and WSGI middleware only
 translate a request into a ``RequestView`` and a ``Decision`` back into a
 response.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -433,36 +433,3 @@ def _report_outage(ks: Keystile, event: str, exc: ServiceUnavailable) -> None:
     what = "key store" if event.startswith("store") else "rate limiter"
     logger.error("%s unavailable: %s%s", what, exc, more)
     ks.emit(event, None, reason=f"{exc}{more}")
-
-
-# -- drivers ----------------------------------------------------------------------
-
-
-def run_sync(flow: Flow, perform: Callable[[Any], Any]) -> Decision:
-    """Drive a flow with blocking I/O: ``perform(effect)`` answers each effect."""
-    try:
-        effect = next(flow)
-        while True:
-            try:
-                answer = perform(effect)
-            except ServiceUnavailable as exc:
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-async def run_async(flow: Flow, perform: Callable[[Any], Awaitable[Any]]) -> Decision:
-    """Drive a flow without blocking the loop: ``await perform(effect)``."""
-    try:
-        effect = next(flow)
-        while True:
-            try:
-                answer = await perform(effect)
-            except ServiceUnavailable as exc:
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from keystile._flow import adrive, drive
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound, ServiceUnavailable
 from keystile.lifecycle import check_name
 from keystile.management._input import (
@@ -260,34 +261,20 @@ class KeyAPI:
 
 def run_sync(flow: Flow, keys: KeyManager, answer: Callable[[Effect], Any]) -> Reply | Refusal:
     """Drive a flow with blocking calls (``answer`` handles the door's own effects)."""
-    try:
-        effect = next(flow)
-        while True:
-            try:
-                result = effect.run(keys) if isinstance(effect, KeyCall) else answer(effect)
-            except Exception as exc:  # the flow decides what becomes a refusal
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+
+    def perform(effect: Effect) -> Any:
+        return effect.run(keys) if isinstance(effect, KeyCall) else answer(effect)
+
+    # Every exception goes back into the flow, which decides what becomes a refusal.
+    return drive(flow, perform, Exception)
 
 
 async def run_async(
     flow: Flow, keys: KeyManager, answer: Callable[[Effect], Awaitable[Any]]
 ) -> Reply | Refusal:
     """Drive a flow with awaits, so the event loop never blocks on the store."""
-    try:
-        effect = next(flow)
-        while True:
-            try:
-                if isinstance(effect, KeyCall):
-                    result = await effect.arun(keys)
-                else:
-                    result = await answer(effect)
-            except Exception as exc:
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+
+    async def perform(effect: Effect) -> Any:
+        return await (effect.arun(keys) if isinstance(effect, KeyCall) else answer(effect))
+
+    return await adrive(flow, perform, Exception)

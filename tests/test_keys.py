@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keystile import ConfigError
-from keystile.keys import BASE62, KeyFormat, digest, display_prefix, last4, to_base62
+from keystile.keys import BASE62, Digester, KeyFormat, digest, display_prefix, last4, to_base62
 
 SECRET = KeyFormat("sk_")
 
@@ -71,6 +71,17 @@ def test_digest_is_keyed_hex_sha256(secret: str) -> None:
     b = digest(b"pepper-two-0123456789", secret)
     assert len(a) == 64 and int(a, 16) >= 0
     assert a != b
+
+
+@given(st.binary(min_size=16, max_size=200), st.text(max_size=600))
+def test_precomputed_digester_equals_plain_hmac(pepper: bytes, secret: str) -> None:
+    # Peppers longer than SHA-256's 64-byte block are hashed first (RFC 2104).
+    assert Digester(pepper)(secret) == digest(pepper, secret)
+    assert Digester(pepper)(secret) == Digester(pepper)(secret)  # the states are copied, not spent
+
+
+def test_digester_repr_shows_nothing_keyed() -> None:
+    assert repr(Digester(b"pepper-one-0123456789")) == "Digester(...)"
 
 
 def test_display_parts() -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from keystile.sansio import (
     BadCredential,
     RequestView,
+    _read_any,
     client_address,
     normalize_path,
     origin_allowed,
@@ -88,6 +89,38 @@ def test_credential_parsing_refuses_or_returns_one_clean_value(
     assert all(ord(c) >= 0x20 and ord(c) != 0x7F for c in value)
     assert len(value.encode()) <= 512
     assert "value=" not in repr(found)
+
+
+def _outcome(fn: object, *args: object) -> object:
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except BadCredential as exc:
+        return ("refused", str(exc))
+
+
+_bearer_values = st.one_of(
+    st.builds(
+        lambda scheme, sep, token: scheme + sep + token,
+        st.sampled_from(["Bearer", "bearer", "BEARER", "bEaReR", "Basic", "Bearerx", ""]),
+        st.sampled_from([" ", "  ", "\t", ""]),
+        st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=520),
+    ),
+    st.text(max_size=40),
+)
+
+
+@given(st.lists(_bearer_values, min_size=1, max_size=2), st.booleans(), st.booleans())
+def test_bearer_fast_path_agrees_with_the_general_reader(
+    values: list[str], with_x_api_key: bool, with_query_source: bool
+) -> None:
+    headers = {"authorization": values}
+    if with_x_api_key:
+        headers["x-api-key"] = ["sk_other"]
+    sources = (*SOURCES, "query:api_key") if with_query_source else SOURCES
+    v = view(headers, query_string=b"api_key=sk_q" if with_query_source else b"")
+    fast = _outcome(read_credential, v, sources)
+    general = _outcome(_read_any, v, sources, False)
+    assert fast == general
 
 
 def test_embed_token_is_only_read_on_embed_routes() -> None:

@@ -39,6 +39,8 @@ SWEEP_EVERY = 10_000  # calls between two sweeps of expired buckets
 class MemoryLimiter:
     """All-or-nothing counting for one process; see the module docstring."""
 
+    in_process = True  # no I/O: an event loop may call hit_all directly
+
     def __init__(self, strategy: str, *, clock: Callable[[], float] = time.time) -> None:
         self.strategy = strategy
         self._clock = clock
@@ -58,36 +60,33 @@ class MemoryLimiter:
         return f"MemoryLimiter({self.strategy}, buckets={len(self._buckets)})"
 
     def hit_all(self, call: LimitCall) -> LimitResult:
-        now = self._clock()
         specs = call.specs
+        count = self._count
+        now = self._clock()
         with self._lock:
-            counts = []
+            counts = [count(spec, spec.window, now) for spec in specs]
             admitted = True
-            for spec in specs:
-                window = spec.window
-                used, reset = self._count(spec, window, now)
-                counts.append((used, reset, window))
-                if used + 1 > spec.item.amount:
+            for spec, (used, _) in zip(specs, counts, strict=True):
+                if used >= spec.amount:
                     admitted = False
-            if admitted and not call.peek:
-                for spec, (_, _, window) in zip(specs, counts, strict=True):
-                    self._spend(spec, window, now)
-                    # Two windows covers the sliding counter's previous window too.
-                    self._expires[spec.bucket] = now + 2 * window
+                    break
             spent = admitted and not call.peek
-            states = tuple(
-                LimitState(
-                    spec,
-                    max(0, spec.item.amount - used - (1 if spent else 0)),
-                    reset,
-                    used + 1 > spec.item.amount,
-                )
-                for spec, (used, reset, _) in zip(specs, counts, strict=True)
-            )
+            if spent:
+                spend, expires = self._spend, self._expires
+                for spec in specs:
+                    window = spec.window
+                    spend(spec, window, now)
+                    # Two windows covers the sliding counter's previous window too.
+                    expires[spec.bucket] = now + window + window
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:
                 self._sweep(now)
-        return LimitResult(admitted, states)
+        taken = 1 if spent else 0
+        states = [
+            LimitState(spec, max(0, spec.amount - used - taken), reset, used >= spec.amount)
+            for spec, (used, reset) in zip(specs, counts, strict=True)
+        ]
+        return LimitResult(admitted, tuple(states))
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         return self.hit_all(call)  # no I/O: the lock is held for microseconds
@@ -122,13 +121,14 @@ class MemoryLimiter:
             hits.popleft()
         if not hits:
             return 0, now + window
-        return len(hits), float(hits[0]) + window
+        return len(hits), hits[0] + window
 
     def _moving_spend(self, spec: LimitSpec, window: float, now: float) -> None:
         hits = self._buckets.get(spec.bucket)
         if hits is None:
-            hits = self._buckets[spec.bucket] = deque()
-        hits.append(now)
+            self._buckets[spec.bucket] = deque((now,))
+        else:
+            hits.append(now)
 
     # sliding window counter: bucket = [window_start, previous_count, current_count]
     def _sliding_state(self, spec: LimitSpec, window: float, now: float) -> list[float]:

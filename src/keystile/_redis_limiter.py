@@ -62,6 +62,8 @@ class RedisLimiter:
     ``limiter.timeout``; on any failure it raises ``LimiterUnavailable``.
     """
 
+    in_process = False
+
     def __init__(self, config: LimiterConfig, *, key_prefix: str | None = None) -> None:
         self.config = config
         self.target: RedisTarget = parse_redis_uri(config.storage)

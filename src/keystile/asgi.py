@@ -32,8 +32,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def view_from_scope(scope: Scope) -> RequestView:
     headers: dict[str, list[str]] = {}
-    for name, value in scope.get("headers", ()):
-        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        values = headers.get(name)
+        if values is None:
+            headers[name] = [raw_value.decode("latin-1")]
+        else:
+            values.append(raw_value.decode("latin-1"))
     raw_path = scope.get("raw_path")
     if raw_path:
         path, encoded = bytes(raw_path), True
@@ -93,15 +98,19 @@ class KeystileMiddleware:
                 (n, v) for n, v in scope["headers"] if not n.lower().startswith(_RESERVED)
             ]
         if decision.principal is not None:
+            # The server hands each request its own scope, and its own copy
+            # of the lifespan state (ASGI spec), so both are ours to write.
             state = scope.get("state")
-            scope = dict(scope)
-            scope["state"] = {**(state or {}), "api_key": decision.principal}
+            if state is None:
+                scope["state"] = {"api_key": decision.principal}
+            else:
+                state["api_key"] = decision.principal
         if decision.strip_embed_token:
             scope = _without_embed_token(scope)
-        extra = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in decision.headers]
-        if not extra or kind != "http":
+        if not decision.headers or kind != "http":
             await self.app(scope, receive, send)
             return
+        extra = [(_header_name(n), v.encode("latin-1")) for n, v in decision.headers]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -137,6 +146,24 @@ class KeystileMiddleware:
             return message
 
         return wrapped
+
+
+# The names keystile adds to responses, encoded once.
+_HEADER_NAMES = {
+    name: name.lower().encode("latin-1")
+    for name in (
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "RateLimit-Policy",
+        "RateLimit",
+        "Retry-After",
+    )
+}
+
+
+def _header_name(name: str) -> bytes:
+    return _HEADER_NAMES.get(name) or name.lower().encode("latin-1")
 
 
 def _without_embed_token(scope: Scope) -> Scope:

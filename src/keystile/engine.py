@@ -31,12 +31,13 @@ from keystile.cache import KeyCache
 from keystile.config import Config, RouteConfig, load_config
 from keystile.errors import ConfigError, ServiceUnavailable
 from keystile.invalidation import Invalidator
-from keystile.keys import KeyFormat, digest, imported_hash_context
+from keystile.keys import Digester, KeyFormat, imported_hash_context
 from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
-from keystile.limiting import LimitCall, LimitSpec, specs_for_key
+from keystile.limiting import LimitCall, specs_for_key
 from keystile.pipeline import (
     Decision,
+    KeyContext,
     Principal,
     Refusal,
     VerifyImported,
@@ -90,7 +91,9 @@ class Keystile:
         self.config = config if isinstance(config, Config) else load_config(config)
         cfg = self.config
         self.now = clock
-        self._pepper = self._resolve_pepper(pepper)
+        # The stored form of a secret (HMAC-SHA256 keyed by the pepper); the
+        # pepper itself is not kept on the engine.
+        self.digest: Callable[[str], str] = Digester(self._resolve_pepper(pepper))
         self.scopes: ScopePolicy = cfg.scope_policy
         self.routes = cfg.route_table
         self.formats: dict[str, KeyFormat] = {
@@ -112,7 +115,6 @@ class Keystile:
         self._store_lock = threading.Lock()
         self.keys = KeyManager(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
-        self._specs: dict[tuple[Any, ...], tuple[LimitSpec, ...]] = {}
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
         # event -> (monotonic time of the last report, requests since): see pipeline
         self.outages: dict[str, tuple[float, int]] = {}
@@ -128,7 +130,7 @@ class Keystile:
         self._closed = False
         self._limiter: Limiter | None = None
         self._imports: Any = None
-        self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
+        self._contexts: dict[int, KeyContext] = {}  # by id() of a cached record
         self.rule_ids = {id(rule): i for i, rule in enumerate(cfg.routes)}
         self.imports_enabled = cfg.imported_keys
         # A WSGI server has no shutdown hook of its own: flush at exit.
@@ -171,9 +173,6 @@ class Keystile:
             )
         return pepper
 
-    def digest(self, secret: str) -> str:
-        return digest(self._pepper, secret)
-
     def grants_of(self, scopes: tuple[str, ...]) -> frozenset[str]:
         """The closure of a key's scopes through ``implies``, memoized per engine."""
         grants = self._grants.get(scopes)
@@ -183,16 +182,32 @@ class Keystile:
             grants = self._grants[scopes] = self.scopes.expand(scopes)
         return grants
 
-    def limit_specs(self, rule: RouteConfig | None, record: KeyRecord) -> tuple[LimitSpec, ...]:
-        """The limits of a request by ``record`` on ``rule``, memoized per engine."""
-        memo = (id(rule), record.id, record.rate_limit, record.plan, record.org)
-        specs = self._specs.get(memo)
-        if specs is None:
-            if len(self._specs) >= self.config.cache_size:
-                self._specs.clear()
+    def key_context(self, record: KeyRecord) -> KeyContext:
+        """What the pipeline derives from ``record``, worked out once per record object.
+
+        The cache hands out the same record object until the key changes or
+        its entry expires, so this is one dict lookup on a cache hit. The
+        context holds the record, so its ``id()`` cannot be reused while the
+        entry lives.
+        """
+        context = self._contexts.get(id(record))
+        if context is not None and context.record is record:
+            return context
+        if len(self._contexts) >= self.config.cache_size:
+            self._contexts.clear()
+        principal = Principal.of(record, self.scopes, self.grants_of(record.scopes))
+        origin_bound = self.config.key_types[record.type].origin_bound
+        context = self._contexts[id(record)] = KeyContext(record, principal, origin_bound)
+        return context
+
+    def limit_call(self, rule: RouteConfig | None, context: KeyContext) -> LimitCall:
+        """Every limit of a request by ``context``'s key on ``rule``, as one call."""
+        call = context.limit_calls.get(id(rule))
+        if call is None:
             rule_id = self.rule_ids.get(id(rule), 0)
-            specs = self._specs[memo] = specs_for_key(self.config, rule, rule_id, record)
-        return specs
+            specs = specs_for_key(self.config, rule, rule_id, context.record)
+            call = context.limit_calls[id(rule)] = LimitCall(specs)
+        return call
 
     def key_type_of(self, credential: str) -> str | None:
         """The key type whose format ``credential`` has (checksum included), or None."""
@@ -260,19 +275,22 @@ class Keystile:
         )
 
     def _perform(self, effect: Any) -> Any:
-        if isinstance(effect, StoreCall):
-            return self.store.execute(effect.op, *effect.args)
         if isinstance(effect, LimitCall):
             return self.limiter.hit_all(effect)
+        if isinstance(effect, StoreCall):
+            return self.store.execute(effect.op, *effect.args)
         if isinstance(effect, VerifyImported):
             return self._verify_imported(effect)
         raise TypeError(f"unknown effect {effect!r}")
 
     async def _aperform(self, effect: Any) -> Any:
+        if isinstance(effect, LimitCall):
+            limiter = self.limiter
+            if limiter.in_process:
+                return limiter.hit_all(effect)  # no I/O: no second coroutine either
+            return await limiter.ahit_all(effect)
         if isinstance(effect, StoreCall):
             return await self.astore.aexecute(effect.op, *effect.args)
-        if isinstance(effect, LimitCall):
-            return await self.limiter.ahit_all(effect)
         if isinstance(effect, VerifyImported):
             import anyio.to_thread
 
@@ -319,14 +337,7 @@ class Keystile:
 
     def principal_of(self, record: KeyRecord) -> Principal:
         """The app's read-only view of a key (reused while the record is cached)."""
-        entry = self._principals.get(id(record))
-        if entry is not None and entry[0] is record:
-            return entry[1]
-        if len(self._principals) >= self.config.cache_size:
-            self._principals.clear()
-        principal = Principal.of(record, self.scopes, self.grants_of(record.scopes))
-        self._principals[id(record)] = (record, principal)
-        return principal
+        return self.key_context(record).principal
 
     # -- cache invalidation --------------------------------------------------------
 
@@ -390,10 +401,11 @@ class Keystile:
 
     # -- last_used_at, written behind -------------------------------------------------
 
-    def note_use(self, key_id: str) -> None:
+    def note_use(self, key_id: str, when: datetime | None = None) -> None:
         """Remember that a key was used; written to the store in batches."""
+        when = self.now() if when is None else when
         with self._used_lock:
-            self._used[key_id] = self.now()
+            self._used[key_id] = when
             if self._flusher is None and not self._closed:
                 self._flusher = threading.Timer(FLUSH_INTERVAL, self.flush)
                 self._flusher.daemon = True

@@ -57,7 +57,13 @@ _STRATEGIES: dict[str, type[limits.strategies.RateLimiter]] = {
 
 
 class Limiter(Protocol):
-    """What the engine needs of a limiter: answer a ``LimitCall``, sync or async."""
+    """What the engine needs of a limiter: answer a ``LimitCall``, sync or async.
+
+    ``in_process`` says that ``hit_all`` never waits on I/O, so an event loop
+    may call it directly.
+    """
+
+    in_process: bool
 
     def hit_all(self, call: LimitCall) -> LimitResult: ...
 
@@ -90,6 +96,7 @@ class StrategyLimiter:
         except ConfigurationError as exc:
             raise ConfigError(f"limiter storage {scheme}:// cannot be used: {exc}") from exc
         self._in_memory = isinstance(self.storage, MemoryStorage)
+        self.in_process = self._in_memory
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -50,20 +50,27 @@ class LimitSpec:
     kind: str  # "route" | "key" | "org" | "plan" | "failed_auth"
     shard: str = ""
     window: float = field(init=False, repr=False, compare=False)
+    amount: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Seconds per window, read once: the limiters need it on every call.
+        # Seconds per window and requests per window, read once: the
+        # limiters need them on every call.
         object.__setattr__(self, "window", float(self.item.get_expiry()))
+        object.__setattr__(self, "amount", int(self.item.amount))
 
     @property
     def slot_tag(self) -> str:
         return self.shard or self.bucket
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LimitState:
     """One limit after a call: what is left, when the window frees up, and
-    whether it refuses (nothing left)."""
+    whether it refuses (nothing left).
+
+    Made on every counted request, so a plain slotted class: a frozen
+    dataclass pays ``object.__setattr__`` per field. Treat it as read-only.
+    """
 
     spec: LimitSpec
     remaining: int
@@ -72,10 +79,10 @@ class LimitState:
 
     @property
     def limit(self) -> int:
-        return int(self.spec.item.amount)
+        return self.spec.amount
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LimitResult:
     """The answer to a ``LimitCall``: admitted or not, and every limit's state
     as of the same instant (so the headers describe what was decided)."""
@@ -90,11 +97,18 @@ class LimitResult:
         later reset. Refused: among the limits that refused, the one with
         the longest wait.
         """
-        if not self.states:
+        states = self.states
+        if not states:
             return None
         if self.admitted:
-            return min(self.states, key=lambda s: (s.remaining, -s.reset))
-        refused = [s for s in self.states if s.exceeded] or list(self.states)
+            best = states[0]
+            for state in states[1:]:
+                if state.remaining < best.remaining or (
+                    state.remaining == best.remaining and state.reset > best.reset
+                ):
+                    best = state
+            return best
+        refused = [s for s in states if s.exceeded] or list(states)
         return max(refused, key=lambda s: s.reset)
 
 
@@ -168,22 +182,23 @@ def rate_limit_headers(
     state = result.tightest()
     if state is None:
         return []
-    now = time.time() if now is None else now
+    remaining = str(state.remaining) if state.remaining > 0 else "0"
     headers: list[tuple[str, str]] = []
     if "x-ratelimit" in styles:
         headers += [
-            ("X-RateLimit-Limit", str(state.limit)),
-            ("X-RateLimit-Remaining", str(max(0, state.remaining))),
+            ("X-RateLimit-Limit", str(state.spec.amount)),
+            ("X-RateLimit-Remaining", remaining),
             ("X-RateLimit-Reset", str(math.ceil(state.reset))),
         ]
     if "ietf" in styles:
         # draft-ietf-httpapi-ratelimit-headers: a named policy and its state.
-        window = int(state.spec.item.get_expiry())
+        now = time.time() if now is None else now
+        window = int(state.spec.window)
         reset_in = max(0, math.ceil(state.reset - now))
         name = state.spec.kind
         headers += [
-            ("RateLimit-Policy", f'"{name}";q={state.limit};w={window}'),
-            ("RateLimit", f'"{name}";r={max(0, state.remaining)};t={reset_in}'),
+            ("RateLimit-Policy", f'"{name}";q={state.spec.amount};w={window}'),
+            ("RateLimit", f'"{name}";r={remaining};t={reset_in}'),
         ]
     if not result.admitted:
         headers.append(("Retry-After", str(retry_after(state, now))))

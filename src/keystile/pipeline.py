@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ from keystile.stores.base import KeyRecord, StoreCall
 if TYPE_CHECKING:
     from keystile.engine import Keystile
 
-__all__ = ["Admit", "Decision", "Principal", "Refusal", "VerifyImported", "decide"]
+__all__ = ["Admit", "Decision", "KeyContext", "Principal", "Refusal", "VerifyImported", "decide"]
 
 logger = logging.getLogger("keystile")
 
@@ -107,14 +107,34 @@ class Principal:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Admit:
-    """Let the request through; ``headers`` go on the response."""
+    """Let the request through; ``headers`` go on the response.
+
+    Made on every admitted request, so a plain slotted class rather than a
+    frozen dataclass (which pays ``object.__setattr__`` per field); nothing
+    changes one after the pipeline returns it.
+    """
 
     principal: Principal | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: Sequence[tuple[str, str]] = ()
     strip_embed_token: bool = False
     route: RouteMatch | None = None
+
+
+@dataclass(slots=True)
+class KeyContext:
+    """What the pipeline works out from one key record, once per record.
+
+    The engine keeps one per cached ``KeyRecord`` object, so a key that
+    changes (a new record) gets a new context: the principal the app sees,
+    whether the key's type binds it to origins, and its limits per route.
+    """
+
+    record: KeyRecord
+    principal: Principal
+    origin_bound: bool
+    limit_calls: dict[int, LimitCall] = field(default_factory=dict)  # by id() of the rule
 
 
 @dataclass(frozen=True)
@@ -190,8 +210,11 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         return Admit(route=match)
 
     # 4. An address that spent its failed-auth budget is refused before parsing.
-    address = client_address(view, cfg.trusted_proxies)
-    auth_specs = failed_auth_specs(cfg, address)
+    auth_specs = (
+        failed_auth_specs(cfg, client_address(view, cfg.trusted_proxies))
+        if cfg.limits.failed_auth
+        else ()
+    )
     if auth_specs:
         peek = LimitCall(auth_specs, peek=True)
         refusal, _ = yield from _count(ks, peek, "too many failed authentication attempts")
@@ -242,27 +265,46 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     if record.expires_at is not None and record.expires_at <= now:
         return (yield from _unauthorized(ks, auth_specs, "API key has expired"))
 
-    decision = yield from _authorize(ks, view, match, method, record, credential.source)
-    if isinstance(decision, Refusal):
-        return replace(decision, key_id=record.id, org=record.org, key_prefix=record.prefix)
-    return decision
+    context = ks.key_context(record)
+    refusal = _key_refusal(ks, view, match, method, record, context, credential.source)
+    if refusal is not None:
+        return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
+
+    # 11. Limits, all or nothing.
+    headers: Sequence[tuple[str, str]] = ()
+    call = ks.limit_call(rule, context)
+    if call.specs:
+        try:
+            result: LimitResult = yield call
+        except LimiterUnavailable as exc:
+            refusal = _limiter_down(ks, exc)  # None: on_error open lets it through uncounted
+        else:
+            if result.admitted:
+                headers = rate_limit_headers(result, cfg.limiter.headers)
+            else:
+                refusal = _too_many(ks, result, "rate limit exceeded")
+        if refusal is not None:
+            return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
+
+    # 12. The app runs with the principal.
+    ks.note_use(record.id, now)
+    return Admit(context.principal, headers, credential.source.startswith("embed-"), match)
 
 
-def _authorize(
+def _key_refusal(
     ks: Keystile,
     view: RequestView,
     match: RouteMatch | None,
     method: str,
     record: KeyRecord,
+    context: KeyContext,
     source: str,
-) -> Flow:
-    """Steps 8 to 12, for a key that exists and is active."""
-    cfg = ks.config
+) -> Refusal | None:
+    """Steps 8 to 10, for a key that exists and is active: no I/O."""
     rule = match.rule if match else None
 
     # 8. Type rules: origin-bound and embed keys.
-    type_cfg = cfg.key_types[record.type]
-    if type_cfg.origin_bound and not origin_allowed(origin_host(view), record.allowed_origins):
+    if context.origin_bound and not origin_allowed(origin_host(view), record.allowed_origins):
         return _forbidden("this key is not allowed from this origin")
     if record.type == "embed":
         refusal = _embed_refusal(record, match, method)
@@ -278,28 +320,10 @@ def _authorize(
 
     # 10. Scopes.
     if rule is not None and (rule.scopes or rule.scopes_any):
-        missing = ks.scopes.missing(ks.grants_of(record.scopes), rule.scopes, rule.scopes_any)
+        missing = ks.scopes.missing(context.principal.grants, rule.scopes, rule.scopes_any)
         if missing:
             return _insufficient_scope(missing, any_of=not rule.scopes)
-
-    # 11. Limits, all or nothing.
-    headers: tuple[tuple[str, str], ...] = ()
-    specs = ks.limit_specs(rule, record)
-    if specs:
-        refusal, result = yield from _count(ks, LimitCall(specs), "rate limit exceeded")
-        if refusal is not None:
-            return refusal
-        if result is not None:
-            headers = tuple(rate_limit_headers(result, cfg.limiter.headers))
-
-    # 12. The app runs with the principal.
-    ks.note_use(record.id)
-    return Admit(
-        ks.principal_of(record),
-        headers,
-        strip_embed_token=source.startswith("embed-"),
-        route=match,
-    )
+    return None
 
 
 def _lookup(cache: KeyCache, digest: str) -> Generator[Any, Any, KeyRecord | None]:

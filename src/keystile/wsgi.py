@@ -8,8 +8,10 @@ added to its ``start_response``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
 from http import HTTPStatus
+from itertools import repeat
 from typing import Any
 
 from keystile.asgi import _warn_memory_limiter
@@ -18,7 +20,7 @@ from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
 from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
 
-__all__ = ["ENVIRON_KEY", "KeystileMiddleware", "view_from_environ"]
+__all__ = ["ENVIRON_KEY", "EnvironHeaders", "KeystileMiddleware", "view_from_environ"]
 
 ENVIRON_KEY = "keystile.api_key"
 
@@ -27,28 +29,61 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _RESERVED = "HTTP_" + RESERVED_HEADER_PREFIX.upper().replace("-", "_")
 _CGI_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+_CGI_KEYS = {name: key for key, name in _CGI_HEADERS.items()}
+
+
+@lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    """``x-api-key`` -> ``HTTP_X_API_KEY`` (the names asked are keystile's own)."""
+    return _CGI_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")
+
+
+class EnvironHeaders(Mapping[str, tuple[str]]):
+    """The request headers of a WSGI environ, read on demand.
+
+    A server puts every header in the environ already; copying them all into
+    a dict per request would cost more than the few that keystile reads.
+    Each value is a 1-tuple: the server joined repeated headers with commas,
+    and the credential check refuses a comma, so a repeat can never be split
+    into a key.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> tuple[str]:
+        return (self._environ[_environ_key(name)],)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._environ.get(_environ_key(name))
+        return default if value is None else (value,)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _environ_key(name) in self._environ
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in _CGI_HEADERS:
+                yield _CGI_HEADERS[key]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def view_from_environ(environ: dict[str, Any]) -> RequestView:
-    headers: dict[str, list[str]] = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower()
-        elif key in _CGI_HEADERS:
-            name = _CGI_HEADERS[key]
-        else:
-            continue
-        # The server joined repeated headers with commas; the credential
-        # check refuses a comma, so a repeat can never be split into a key.
-        headers[name] = [value]
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    query = environ.get("QUERY_STRING")
     return RequestView(
         method=environ.get("REQUEST_METHOD", "GET").upper(),
         path=environ.get("PATH_INFO", "/").encode("latin-1", "replace") or b"/",
         path_encoded=False,
         raw_uri=raw_uri.encode("latin-1", "replace") if raw_uri else None,
-        query_string=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
-        headers=headers,
+        query_string=query.encode("latin-1", "replace") if query else b"",
+        headers=EnvironHeaders(environ),
         client=environ.get("REMOTE_ADDR"),
     )
 
@@ -85,7 +120,8 @@ class KeystileMiddleware:
             start_response(f"{status} {HTTPStatus(status).phrase}", headers)
             return [body]
         environ[ENVIRON_KEY] = decision.principal
-        if view.has_reserved_headers():
+        # One pass in C over the environ's keys; the rare hit is handled below.
+        if any(map(str.startswith, environ, repeat(_RESERVED))):
             for name in [k for k in environ if k.startswith(_RESERVED)]:
                 del environ[name]
         if decision.strip_embed_token:
@@ -93,7 +129,7 @@ class KeystileMiddleware:
                 environ.get("QUERY_STRING", "").encode("latin-1"), "token"
             ).decode("latin-1")
             environ.pop("HTTP_X_EMBED_TOKEN", None)
-        extra = list(decision.headers)
+        extra = decision.headers
         if not extra:
             return self.app(environ, start_response)
 

@@ -95,6 +95,35 @@ def test_a_dropped_connection_is_a_quick_503_and_service_resumes_by_itself(
         assert door("GET", "/api/v1/events", key=made_up).status == 401
 
 
+@pytest.mark.parametrize("kind", DOORS)
+def test_a_pooled_connection_that_died_costs_the_next_read_nothing(
+    kind: str, proxied_url: tuple[str, TcpProxy]
+) -> None:
+    # Reads skip the checkout ping (a round trip on every cache miss) and are
+    # retried once on a new connection when the pooled one turns out dead.
+    url, proxy = proxied_url
+    with engine_on(url) as ks, Door(kind, ks) as door:
+        secret = ks.keys.create(name="k", org="acme").secret
+        assert door("GET", "/api/v1/events", key=secret).status == 200
+        engine = door_store_engine(door)
+        pings: list[object] = []
+        real_ping = engine.dialect.do_ping
+
+        def counted_ping(conn: Any) -> bool:
+            pings.append(conn)
+            return real_ping(conn)
+
+        engine.dialect.do_ping = counted_ping  # type: ignore[method-assign,assignment]
+        assert door("GET", "/api/v1/events", key=secret).status == 200
+        assert pings == []  # a pooled connection, and no ping before the read
+        proxy.cut()  # the pooled connections die while idle...
+        proxy.restore()  # ...and the database answers again at once
+        reply, elapsed = timed(door, secret)
+        assert reply.status == 200, (reply.status, reply.body)
+        assert elapsed < BOUND
+        assert pings == []
+
+
 def door_store_engine(door: Door) -> Engine:
     """The (sync face of the) SQLAlchemy engine the door's requests go to."""
     if door.kind == "wsgi":

@@ -191,18 +191,27 @@ def _import_driver_or_explain(url: sa.URL) -> None:
 # context variable names the call), which is also where the liveness ping
 # runs: SQLAlchemy's own pool_pre_ping runs before any hook could see the
 # connection, so a ping hung on a stalled server could never be cut short.
+#
+# One-statement reads (a cache miss is one) skip that ping: it is a round
+# trip on every call to guard against a connection that died while pooled,
+# and for a read the same guard costs nothing until it is needed. The read
+# runs on the pooled connection; if the driver reports that connection lost
+# (SQLAlchemy then discards every connection of that pool generation), the
+# read runs once more on a new one, inside the same deadline. Writes keep
+# the ping: a write is never sent twice.
 
 
 class _Call:
     """One store call in flight: the DBAPI connection it holds, if any."""
 
-    __slots__ = ("_held", "_identity", "_lock", "abandoned")
+    __slots__ = ("_held", "_identity", "_lock", "abandoned", "read_only")
 
-    def __init__(self) -> None:
+    def __init__(self, read_only: bool = False) -> None:
         self._lock = threading.Lock()
         self._held: Any = None
         self._identity: Any = None
         self.abandoned = False
+        self.read_only = read_only  # no checkout ping; one retry on a lost connection
 
     def hold(self, dbapi_conn: Any) -> None:
         with self._lock:
@@ -284,6 +293,8 @@ def _watch(engine: Engine) -> None:
             call.hold(dbapi_conn)
         if record.info.pop("keystile_fresh", False):
             return  # just connected: alive
+        if call is not None and call.read_only:
+            return  # a lost connection is found by the read itself, and retried
         try:
             dialect.do_ping(dbapi_conn)
         except Exception as exc:
@@ -307,6 +318,16 @@ def _watch(engine: Engine) -> None:
 # COMMIT round trips on every cache miss; MySQL drivers would spend a round
 # trip on the switch itself, so they keep the transaction.
 READ_ONLY = frozenset({OPS[name] for name in ("get", "find_by_digest", "find_imported", "ping")})
+
+
+def _lost_connection(call: _Call, exc: BaseException) -> bool:
+    """Whether a read failed only because its pooled connection had died: retry it once."""
+    return (
+        call.read_only
+        and not call.abandoned
+        and isinstance(exc, sa_exc.DBAPIError)
+        and exc.connection_invalidated
+    )
 
 
 def _run_op(conn: Connection, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -361,7 +382,7 @@ class SQLKeyStore:
         return self._bounded(OPS[op], args, self.timeout)
 
     def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        call = _Call()
+        call = _Call(read_only=fn in READ_ONLY)
         try:
             if not self._networked:
                 return self._attempt(call, fn, args)
@@ -392,7 +413,13 @@ class SQLKeyStore:
     def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         token = _current_call.set(call)
         try:
-            with self.engine.connect() as conn:
+            try:
+                with self.engine.connect() as conn:
+                    return _run_op(conn, call, fn, args)
+            except Exception as exc:
+                if not _lost_connection(call, exc):
+                    raise
+            with self.engine.connect() as conn:  # a new connection: the pool dropped the old
                 return _run_op(conn, call, fn, args)
         finally:
             _current_call.reset(token)
@@ -446,7 +473,7 @@ class AsyncSQLKeyStore:
             raise _wrap(exc, self.url) from exc
 
     async def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        call = _Call()
+        call = _Call(read_only=fn in READ_ONLY)
         task = asyncio.ensure_future(self._attempt(call, fn, args))
         try:
             await asyncio.wait((task,), timeout=timeout)
@@ -466,7 +493,13 @@ class AsyncSQLKeyStore:
 
     async def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         _current_call.set(call)  # the task's own context; the pool hooks read it
-        async with self.engine.connect() as conn:
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(_run_op, call, fn, args)
+        except Exception as exc:
+            if not _lost_connection(call, exc):
+                raise
+        async with self.engine.connect() as conn:  # a new connection: the pool dropped the old
             return await conn.run_sync(_run_op, call, fn, args)
 
     def _forget(self, task: asyncio.Future[Any]) -> None:

@@ -289,6 +289,7 @@ CREDENTIAL_TRICKS = [
     pytest.param(lambda k: [("Authorization", "Bearer ")], id="empty-bearer"),
     pytest.param(lambda k: [("Authorization", f"Bearer {k} extra")], id="bearer-two-tokens"),
     pytest.param(lambda k: [("x-api-key", "")], id="empty-x-api-key"),
+    pytest.param(lambda k: [("x-api-key", f"{k} extra")], id="x-api-key-two-tokens"),
 ]
 
 

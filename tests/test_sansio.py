@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keystile.sansio import (
@@ -109,18 +109,65 @@ _bearer_values = st.one_of(
 )
 
 
-@given(st.lists(_bearer_values, min_size=1, max_size=2), st.booleans(), st.booleans())
-def test_bearer_fast_path_agrees_with_the_general_reader(
-    values: list[str], with_x_api_key: bool, with_query_source: bool
+_key_values = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=520),
+    st.sampled_from(["sk_abc", " sk_abc ", "sk_a,b", "x" * 512, "x" * 513, ""]),
+    st.text(max_size=40),
+)
+_source_sets = st.sampled_from(
+    [
+        ("bearer", "x-api-key"),
+        ("bearer",),
+        ("x-api-key",),
+        ("bearer", "x-api-key", "query:api_key"),
+    ]
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(st.none(), st.lists(_bearer_values, min_size=1, max_size=2)),
+    st.one_of(st.none(), st.lists(_key_values, min_size=1, max_size=2)),
+    _source_sets,
+)
+def test_header_fast_path_agrees_with_the_general_reader(
+    bearer: list[str] | None, api_key: list[str] | None, sources: tuple[str, ...]
 ) -> None:
-    headers = {"authorization": values}
-    if with_x_api_key:
-        headers["x-api-key"] = ["sk_other"]
-    sources = (*SOURCES, "query:api_key") if with_query_source else SOURCES
-    v = view(headers, query_string=b"api_key=sk_q" if with_query_source else b"")
+    headers = {}
+    if bearer is not None:
+        headers["authorization"] = bearer
+    if api_key is not None:
+        headers["x-api-key"] = api_key
+    query = b"api_key=sk_q" if "query:api_key" in sources else b""
+    v = view(headers, query_string=query)
     fast = _outcome(read_credential, v, sources)
     general = _outcome(_read_any, v, sources, False)
     assert fast == general
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"authorization": ["Bearer sk_a,b"]}, id="bearer-comma"),
+        pytest.param({"authorization": ["Bearer sk_a b"]}, id="bearer-space"),
+        pytest.param({"authorization": ["Bearer sk_a\x7f"]}, id="bearer-del"),
+        pytest.param({"authorization": ["Bearer " + "a" * 506]}, id="bearer-over-512"),
+        pytest.param({"authorization": ["Bearer " + "a" * 505]}, id="bearer-at-512"),
+        pytest.param({"authorization": ["Bearer sk_a", "Bearer sk_b"]}, id="bearer-twice"),
+        pytest.param({"x-api-key": ["sk_a,b"]}, id="key-comma"),
+        pytest.param({"x-api-key": ["sk_a b"]}, id="key-space"),
+        pytest.param({"x-api-key": [" sk_a "]}, id="key-padded"),
+        pytest.param({"x-api-key": ["a" * 513]}, id="key-over-512"),
+        pytest.param({"x-api-key": ["a" * 512]}, id="key-at-512"),
+        pytest.param({"x-api-key": ["sk_é"]}, id="key-latin1"),
+        pytest.param({"x-api-key": ["sk_a"], "authorization": ["Bearer sk_b"]}, id="both"),
+        pytest.param({"x-api-key": ["sk_a"], "authorization": ["Basic eA=="]}, id="key-and-basic"),
+    ],
+)
+def test_header_fast_path_agrees_on_each_trick(headers: dict[str, list[str]]) -> None:
+    for sources in (SOURCES, ("bearer",), ("x-api-key",)):
+        v = view(headers)
+        assert _outcome(read_credential, v, sources) == _outcome(_read_any, v, sources, False)
 
 
 def test_embed_token_is_only_read_on_embed_routes() -> None:

@@ -177,18 +177,22 @@ def _query_values(view: RequestView, name: str) -> list[str]:
     return [v for k, v in pairs if k == name]
 
 
-# ``Bearer TOKEN`` where TOKEN is printable ASCII without space or comma and
-# the whole value fits MAX_CREDENTIAL_BYTES: the shape of every well-formed
-# request, which the checks below would pass unchanged.
+# A plain credential: printable ASCII without space or comma, within
+# MAX_CREDENTIAL_BYTES. Such a value, alone in its header, is the shape of
+# every well-formed request, and the checks of ``_read_any`` pass it unchanged.
+_PLAIN = "[!-+\\--~]"
 _PLAIN_BEARER = re.compile(
-    rf"[Bb][Ee][Aa][Rr][Ee][Rr] ([!-+\--~]{{1,{MAX_CREDENTIAL_BYTES - len('Bearer ')}}})"
+    rf"[Bb][Ee][Aa][Rr][Ee][Rr] ({_PLAIN}{{1,{MAX_CREDENTIAL_BYTES - len('Bearer ')}}})"
 )
+_PLAIN_KEY = re.compile(rf"{_PLAIN}{{1,{MAX_CREDENTIAL_BYTES}}}")
 
 
 @lru_cache(maxsize=64)
-def _bearer_only(sources: tuple[str, ...]) -> bool:
-    """Whether a lone, plain bearer header settles the credential under ``sources``."""
-    return "bearer" in sources and not any(s.startswith("query:") for s in sources)
+def _header_sources(sources: tuple[str, ...]) -> tuple[bool, bool] | None:
+    """(bearer, x-api-key) when ``sources`` reads headers only; None when a query counts too."""
+    if any(s.startswith("query:") for s in sources):
+        return None
+    return "bearer" in sources, "x-api-key" in sources
 
 
 def read_credential(
@@ -200,15 +204,20 @@ def read_credential(
     ``x-api-key``, ``query:NAME``). On routes marked ``embed`` an embed
     token may also come as ``?token=`` or ``X-Embed-Token``.
     """
-    headers = view.headers
-    if not embed_route and "x-api-key" not in headers and _bearer_only(tuple(sources)):
-        # The common case, settled by one regex: exactly what the general
-        # path below would find, without its lists and checks.
-        values = headers.get("authorization")
-        if values is not None and len(values) == 1:
-            plain = _PLAIN_BEARER.fullmatch(values[0])
-            if plain is not None:
-                return Credential(plain.group(1), "bearer")
+    readable = None if embed_route else _header_sources(tuple(sources))
+    if readable is not None:
+        # The common case, settled by one regex: exactly what ``_read_any``
+        # would find, without its lists and checks.
+        headers = view.headers
+        bearer = headers.get("authorization") if readable[0] else None
+        api_key = headers.get("x-api-key") if readable[1] else None
+        if api_key is None:
+            if bearer is not None and len(bearer) == 1:
+                plain = _PLAIN_BEARER.fullmatch(bearer[0])
+                if plain is not None:
+                    return Credential(plain.group(1), "bearer")
+        elif bearer is None and len(api_key) == 1 and _PLAIN_KEY.fullmatch(api_key[0]):
+            return Credential(api_key[0], "x-api-key")
     return _read_any(view, sources, embed_route)
 
 
@@ -231,6 +240,8 @@ def _read_any(view: RequestView, sources: Sequence[str], embed_route: bool) -> C
             value = _checked(value, "x-api-key").strip()
             if not value:
                 raise BadCredential("the x-api-key header is empty")
+            if " " in value or "\t" in value:  # as for Bearer: one token, never a phrase
+                raise BadCredential("the x-api-key header is malformed")
             found.append(Credential(value, "x-api-key"))
     for source in sources:
         if source.startswith("query:"):

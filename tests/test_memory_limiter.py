@@ -33,6 +33,17 @@ def test_admits_exactly_the_amount_then_refuses(strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_several_limits_on_one_bucket_each_count_once(strategy: str) -> None:
+    # "key: 10/second;100/hour" gives two limits on the same bucket ("key:k"):
+    # a request spends one of each, never two of either.
+    specs = tuple(LimitSpec(item, "key:k", "key") for item in parse_limits("10/second;100/hour"))
+    limiter = MemoryLimiter(strategy, clock=Clock())
+    assert hits(limiter, specs, 12) == [True] * 10 + [False] * 2
+    second, hour = limiter.hit_all(LimitCall(specs, peek=True)).states
+    assert (second.remaining, hour.remaining) == (0, 90)
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
 def test_a_refused_request_spends_none_of_its_limits(strategy: str) -> None:
     limiter = MemoryLimiter(strategy, clock=Clock())
     key, org = spec("10/minute", "key:a"), spec("2/minute", "org:acme")

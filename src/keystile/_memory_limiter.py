@@ -35,9 +35,18 @@ __all__ = ["MemoryLimiter"]
 
 SWEEP_EVERY = 10_000  # calls between two sweeps of expired buckets
 
+# What a strategy found for one limit: the limit, its bucket as found (None
+# when there is none), the requests it counts now, and when its window frees.
+Look = tuple[LimitSpec, Any, int, float]
+
 
 class MemoryLimiter:
-    """All-or-nothing counting for one process; see the module docstring."""
+    """All-or-nothing counting for one process; see the module docstring.
+
+    Each strategy is two functions over all of a request's limits: ``look``
+    counts them (and finds each bucket once), ``take`` spends one request on
+    each, reusing the buckets ``look`` found. Both run under one lock.
+    """
 
     in_process = True  # no I/O: an event loop may call hit_all directly
 
@@ -48,43 +57,41 @@ class MemoryLimiter:
         self._buckets: dict[str, Any] = {}
         self._expires: dict[str, float] = {}  # when a bucket holds nothing any more
         self._calls = 0
-        count, spend = {
-            "fixed-window": (self._fixed_count, self._fixed_spend),
-            "moving-window": (self._moving_count, self._moving_spend),
-            "sliding-window-counter": (self._sliding_count, self._sliding_spend),
+        look, take = {
+            "fixed-window": (self._fixed_look, self._fixed_take),
+            "moving-window": (self._moving_look, self._moving_take),
+            "sliding-window-counter": (self._sliding_look, self._sliding_take),
         }[strategy]
-        self._count: Callable[[LimitSpec, float, float], tuple[int, float]] = count
-        self._spend: Callable[[LimitSpec, float, float], None] = spend
+        self._look: Callable[[tuple[LimitSpec, ...], float], list[Look]] = look
+        self._take: Callable[[list[Look], float], None] = take
 
     def __repr__(self) -> str:
         return f"MemoryLimiter({self.strategy}, buckets={len(self._buckets)})"
 
     def hit_all(self, call: LimitCall) -> LimitResult:
         specs = call.specs
-        count = self._count
         now = self._clock()
         with self._lock:
-            counts = [count(spec, spec.window, now) for spec in specs]
+            looks = self._look(specs, now)
             admitted = True
-            for spec, (used, _) in zip(specs, counts, strict=True):
+            for spec, _, used, _ in looks:
                 if used >= spec.amount:
                     admitted = False
                     break
             spent = admitted and not call.peek
             if spent:
-                spend, expires = self._spend, self._expires
+                self._take(looks, now)
+                expires = self._expires
                 for spec in specs:
-                    window = spec.window
-                    spend(spec, window, now)
                     # Two windows covers the sliding counter's previous window too.
-                    expires[spec.bucket] = now + window + window
+                    expires[spec.counter] = now + 2 * spec.window
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:
                 self._sweep(now)
         taken = 1 if spent else 0
         states = [
             LimitState(spec, max(0, spec.amount - used - taken), reset, used >= spec.amount)
-            for spec, (used, reset) in zip(specs, counts, strict=True)
+            for spec, _, used, reset in looks
         ]
         return LimitResult(admitted, tuple(states))
 
@@ -98,59 +105,76 @@ class MemoryLimiter:
         pass
 
     # fixed window: bucket = [window_end, count]
-    def _fixed_count(self, spec: LimitSpec, window: float, now: float) -> tuple[int, float]:
-        bucket = self._buckets.get(spec.bucket)
-        if bucket is None or bucket[0] <= now:
-            return 0, now + window
-        return int(bucket[1]), float(bucket[0])
+    def _fixed_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+        buckets = self._buckets
+        looks: list[Look] = []
+        for spec in specs:
+            bucket = buckets.get(spec.counter)
+            if bucket is None or bucket[0] <= now:
+                looks.append((spec, None, 0, now + spec.window))
+            else:
+                looks.append((spec, bucket, int(bucket[1]), float(bucket[0])))
+        return looks
 
-    def _fixed_spend(self, spec: LimitSpec, window: float, now: float) -> None:
-        bucket = self._buckets.get(spec.bucket)
-        if bucket is None or bucket[0] <= now:
-            self._buckets[spec.bucket] = [now + window, 1]
-        else:
-            bucket[1] += 1
+    def _fixed_take(self, looks: list[Look], now: float) -> None:
+        buckets = self._buckets
+        for spec, bucket, _, _ in looks:
+            if bucket is None:  # none yet, or its window is over: a new window
+                buckets[spec.counter] = [now + spec.window, 1]
+            else:
+                bucket[1] += 1
 
     # moving window: bucket = deque of hit times, oldest first
-    def _moving_count(self, spec: LimitSpec, window: float, now: float) -> tuple[int, float]:
-        hits = self._buckets.get(spec.bucket)
-        if not hits:
-            return 0, now + window
-        horizon = now - window
-        while hits and hits[0] <= horizon:
-            hits.popleft()
-        if not hits:
-            return 0, now + window
-        return len(hits), hits[0] + window
+    def _moving_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+        buckets = self._buckets
+        looks: list[Look] = []
+        for spec in specs:
+            window = spec.window
+            hits = buckets.get(spec.counter)
+            if hits:
+                horizon = now - window
+                while hits and hits[0] <= horizon:
+                    hits.popleft()
+            if hits:
+                looks.append((spec, hits, len(hits), hits[0] + window))
+            else:
+                looks.append((spec, hits, 0, now + window))
+        return looks
 
-    def _moving_spend(self, spec: LimitSpec, window: float, now: float) -> None:
-        hits = self._buckets.get(spec.bucket)
-        if hits is None:
-            self._buckets[spec.bucket] = deque((now,))
-        else:
-            hits.append(now)
+    def _moving_take(self, looks: list[Look], now: float) -> None:
+        buckets = self._buckets
+        for spec, hits, _, _ in looks:
+            if hits is None:
+                buckets[spec.counter] = deque((now,))
+            else:
+                hits.append(now)
 
     # sliding window counter: bucket = [window_start, previous_count, current_count]
-    def _sliding_state(self, spec: LimitSpec, window: float, now: float) -> list[float]:
-        start = math.floor(now / window) * window
-        bucket = self._buckets.get(spec.bucket)
-        if bucket is None:
-            return [start, 0, 0]
-        if bucket[0] == start:
-            return list(bucket)
-        if bucket[0] == start - window:
-            return [start, bucket[2], 0]
-        return [start, 0, 0]
+    def _sliding_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+        buckets = self._buckets
+        looks: list[Look] = []
+        for spec in specs:
+            window = spec.window
+            start = math.floor(now / window) * window
+            bucket = buckets.get(spec.counter)
+            if bucket is None:
+                state = [start, 0, 0]
+            elif bucket[0] == start:
+                state = list(bucket)
+            elif bucket[0] == start - window:
+                state = [start, bucket[2], 0]
+            else:
+                state = [start, 0, 0]
+            weight = (window - (now - start)) / window
+            used = math.floor(state[1] * weight + state[2])
+            looks.append((spec, state, used, start + window))
+        return looks
 
-    def _sliding_count(self, spec: LimitSpec, window: float, now: float) -> tuple[int, float]:
-        start, previous, current = self._sliding_state(spec, window, now)
-        weight = (window - (now - start)) / window
-        return math.floor(previous * weight + current), start + window
-
-    def _sliding_spend(self, spec: LimitSpec, window: float, now: float) -> None:
-        state = self._sliding_state(spec, window, now)
-        state[2] += 1
-        self._buckets[spec.bucket] = state
+    def _sliding_take(self, looks: list[Look], now: float) -> None:
+        buckets = self._buckets
+        for spec, state, _, _ in looks:
+            state[2] += 1
+            buckets[spec.counter] = state
 
     def _sweep(self, now: float) -> None:
         """Forget buckets with nothing left in them, so memory follows active keys."""

@@ -51,12 +51,16 @@ class LimitSpec:
     shard: str = ""
     window: float = field(init=False, repr=False, compare=False)
     amount: int = field(init=False, repr=False, compare=False)
+    counter: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Seconds per window and requests per window, read once: the
         # limiters need them on every call.
         object.__setattr__(self, "window", float(self.item.get_expiry()))
         object.__setattr__(self, "amount", int(self.item.amount))
+        # One bucket may carry several limits ("10/second;1000/hour"): each
+        # counts on its own, under the bucket and its own amount and window.
+        object.__setattr__(self, "counter", f"{self.bucket}:{self.amount}/{self.window:g}")
 
     @property
     def slot_tag(self) -> str:

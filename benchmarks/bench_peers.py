@@ -1,12 +1,15 @@
 """Requests per second under uvicorn (one worker) and wrk, loopback only.
 
-    python benchmarks/bench_peers.py [--seconds 10] [--connections 32] [--rounds 2]
+    python benchmarks/bench_peers.py [--seconds 10] [--connections 32] [--rounds 3]
 
 Needs `wrk` (Debian package) and, for the peer variants, `slowapi` and
 `fastapi-keygate` installed beside keystile[all]. Each variant is served by
-its own uvicorn process on a free 127.0.0.1 port; wrk sends the variant's
-valid key in `x-api-key`. Ratios are taken against the bare app measured in
-the same run; the best of --rounds runs per variant is kept.
+its own uvicorn process on a free 127.0.0.1 port, all started up front; wrk
+sends the variant's valid key in `x-api-key`. The rounds go through every
+variant in turn, so a slow patch of a shared machine touches them all
+alike; the best round per variant is kept, and ratios are taken against the
+bare app of the same run. The FastAPI variants run twice: with plain `def`
+endpoints and dependencies (FastAPI's thread pool) and with `async def`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import time
 from pathlib import Path
 
 VARIANTS = [
-    "bare-starlette",
-    "keystile-starlette",
-    "bare-fastapi",
-    "keystile-fastapi",
-    "handrolled-fastapi",
-    "keygate-fastapi",
+    ("bare-starlette", "async"),
+    ("keystile-starlette", "async"),
+    *(
+        (name, endpoints)
+        for endpoints in ("sync", "async")
+        for name in ("bare-fastapi", "keystile-fastapi", "handrolled-fastapi", "keygate-fastapi")
+    ),
 ]
 HERE = Path(__file__).resolve().parent
 
@@ -39,13 +43,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(variant: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+def serve(variant: str, endpoints: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    key_file = workdir / f"{variant}.key"
+    home = workdir / f"{variant}-{endpoints}"
+    home.mkdir()
+    key_file = home / "key.txt"
     env = {
         **os.environ,
         "BENCH_VARIANT": variant,
-        "BENCH_DIR": str(workdir),
+        "BENCH_ENDPOINTS": endpoints,
+        "BENCH_DIR": str(home),
         "BENCH_KEY_FILE": str(key_file),
         "PYTHONPATH": str(HERE),
     }
@@ -66,7 +73,7 @@ def serve(variant: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, st
             "--no-access-log",
         ],
         env=env,
-        cwd=workdir,
+        cwd=home,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -106,19 +113,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
-    results: dict[str, tuple[float, str]] = {}
+    results: dict[tuple[str, str], tuple[float, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in VARIANTS:
-            proc, port, key = serve(variant, Path(tmp))
-            try:
+        servers = {v: serve(*v, Path(tmp)) for v in VARIANTS}
+        try:
+            for _, port, key in servers.values():
                 wrk(port, key, 2, args.connections)  # warm-up
-                runs = [wrk(port, key, args.seconds, args.connections) for _ in range(args.rounds)]
-                results[variant] = max(runs)
-            finally:
+            for _ in range(args.rounds):
+                for variant, (_, port, key) in servers.items():
+                    run = wrk(port, key, args.seconds, args.connections)
+                    results[variant] = max(results.get(variant, run), run)
+        finally:
+            for variant, (proc, _, _) in servers.items():
                 proc.terminate()
                 proc.wait(10)
                 if proc.stderr:
@@ -126,17 +136,20 @@ def main() -> None:
                     proc.stderr.close()
                     if proc.returncode not in (0, -15) and err:
                         print(f"{variant}: {err[-400:]}", file=sys.stderr)
-    base = {"starlette": results["bare-starlette"][0], "fastapi": results["bare-fastapi"][0]}
     print(
-        f"uvicorn 1 worker, wrk -t2 -c{args.connections} -d{args.seconds}s, best of {args.rounds}"
+        f"uvicorn 1 worker, wrk -t2 -c{args.connections} -d{args.seconds}s, "
+        f"best of {args.rounds} interleaved rounds"
     )
-    print(f"{'variant':<22}{'req/s':>10}{'vs bare':>9}{'non-2xx':>9}")
-    for variant, (rps, bad) in results.items():
+    print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare':>9}{'non-2xx':>9}")
+    for (variant, endpoints), (rps, bad) in results.items():
         framework = variant.split("-")[-1]
-        print(f"{variant:<22}{rps:>10.0f}{rps / base[framework]:>9.2f}{bad:>9}")
-    ks = results["keystile-fastapi"][0]
-    print(f"keystile-fastapi / handrolled-fastapi = {ks / results['handrolled-fastapi'][0]:.2f}x")
-    print(f"keystile-fastapi / keygate-fastapi    = {ks / results['keygate-fastapi'][0]:.2f}x")
+        base = results[(f"bare-{framework}", endpoints)][0]
+        print(f"{variant:<22}{endpoints:>10}{rps:>10.0f}{rps / base:>9.2f}{bad:>9}")
+    for endpoints in ("sync", "async"):
+        ks = results[("keystile-fastapi", endpoints)][0]
+        for peer in ("handrolled-fastapi", "keygate-fastapi"):
+            ratio = ks / results[(peer, endpoints)][0]
+            print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

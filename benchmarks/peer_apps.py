@@ -12,6 +12,11 @@ it, count it against a per-key moving-window limit in memory.
   window, memory);
 - keygate-fastapi: fastapi-keygate with its defaults (SQLite, memory limits).
 
+BENCH_ENDPOINTS picks how the FastAPI variants write their endpoint and
+dependencies: "sync" (plain ``def``, which FastAPI runs in its thread pool)
+or "async" (``async def``, on the event loop, as FastAPI's and slowapi's own
+examples write them). The Starlette variants are async either way.
+
 The key is written to the file named by BENCH_KEY_FILE for the load generator.
 No `from __future__ import annotations` here: FastAPI must resolve the
 dependencies' annotations (Request, Depends) at runtime.
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 VARIANT = os.environ.get("BENCH_VARIANT", "bare-starlette")
+ASYNC = os.environ.get("BENCH_ENDPOINTS", "sync") == "async"
 WORKDIR = Path(os.environ.get("BENCH_DIR", "."))
 KEY_FILE = Path(os.environ.get("BENCH_KEY_FILE", WORKDIR / "key.txt"))
 BIG = "1000000000/minute"  # never refuses during a run, but every request is counted
@@ -45,10 +51,17 @@ def _fastapi(dependency: Any = None) -> Any:
 
     app = FastAPI()
     deps = [Depends(dependency)] if dependency else []
+    if ASYNC:
 
-    @app.get("/api/v1/events", dependencies=deps)
-    def events() -> dict[str, Any]:
-        return BODY
+        @app.get("/api/v1/events", dependencies=deps)
+        async def events_async() -> dict[str, Any]:
+            return BODY
+
+    else:
+
+        @app.get("/api/v1/events", dependencies=deps)
+        def events() -> dict[str, Any]:
+            return BODY
 
     return app
 
@@ -91,6 +104,11 @@ def _handrolled() -> Any:
         request.state.api_key = found
         return found
 
+    async def principal_async(
+        request: Request, api_key: str | None = Depends(header)
+    ) -> dict[str, str]:
+        return principal(request, api_key)
+
     limiter = Limiter(
         key_func=lambda request: request.headers.get("x-api-key", ""),
         strategy="moving-window",
@@ -100,10 +118,21 @@ def _handrolled() -> Any:
     app.state.limiter = limiter
     app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
 
-    @app.get("/api/v1/events")
-    @limiter.limit(BIG)
-    def events(request: Request, key: dict[str, str] = Depends(principal)) -> dict[str, Any]:
-        return BODY
+    if ASYNC:
+
+        @app.get("/api/v1/events")
+        @limiter.limit(BIG)
+        async def events_async(
+            request: Request, key: dict[str, str] = Depends(principal_async)
+        ) -> dict[str, Any]:
+            return BODY
+
+    else:
+
+        @app.get("/api/v1/events")
+        @limiter.limit(BIG)
+        def events(request: Request, key: dict[str, str] = Depends(principal)) -> dict[str, Any]:
+            return BODY
 
     return app
 
@@ -116,9 +145,17 @@ def _keygate() -> Any:
     gate = KeyGate(app, db_url=f"sqlite:///{WORKDIR / 'keygate.db'}", default_per_minute=None)
     KEY_FILE.write_text(gate.create_key("acme", per_minute=10**9).key)
 
-    @app.get("/api/v1/events")
-    def events(key: Any = Depends(gate.require)) -> dict[str, Any]:
-        return BODY
+    if ASYNC:
+
+        @app.get("/api/v1/events")
+        async def events_async(key: Any = Depends(gate.require)) -> dict[str, Any]:
+            return BODY
+
+    else:
+
+        @app.get("/api/v1/events")
+        def events(key: Any = Depends(gate.require)) -> dict[str, Any]:
+            return BODY
 
     return app
 

@@ -5,9 +5,12 @@ A plain script, not a test:
     python benchmarks/bench_limiter.py [redis://127.0.0.1:6379/0]
 
 It prints microseconds per request (one ``hit_all`` / ``ahit_all`` with all
-of a request's limits) and, as the baseline measured in the same run, the
-Redis PING round trip. The goal: with Redis, all limits of one request cost
-about one round trip, however many limits there are.
+of a request's limits) and two baselines measured in the same run: the
+Redis PING round trip, and for each Redis row one round trip of the same
+size, an ``EVALSHA`` of a script that returns at once, sent by the same
+client with the same KEYS and ARGV. The goal (issue 6): with Redis, the
+limits of a request add at most one round trip, however many there are; the
+``x rt`` column is the call over that round trip.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ def measure(limiter: Any, c: LimitCall) -> tuple[float, float]:
     return sync_us, asyncio.run(run())
 
 
+def round_trip_us(limiter: Any, c: LimitCall) -> float:
+    """One EVALSHA of a do-nothing script with ``c``'s KEYS and ARGV, on the limiter's client."""
+    client = limiter._client()
+    keys, args = limiter.keys_and_args(c)
+    sha = client.script_load("return 0")
+    return per_request_us(lambda: client.evalsha(sha, len(keys), *keys, *args))
+
+
 def main(redis_url: str) -> None:
     import redis
 
@@ -82,14 +93,22 @@ def main(redis_url: str) -> None:
 
     aping_us = asyncio.run(aping())
     print(f"Redis PING round trip (async): {aping_us:7.1f} µs\n")
-    print(f"{'storage':<8} {'strategy':<24} {'limits':>6} {'sync µs':>9} {'async µs':>9}")
+    print(
+        f"{'storage':<8} {'strategy':<24} {'limits':>6} {'sync µs':>9} {'async µs':>9}"
+        f" {'1 rt µs':>9} {'x rt':>6}"
+    )
     for storage in ("memory://", f"{redis_url}?key_prefix={prefix}"):
         for strategy in ("fixed-window", "moving-window", "sliding-window-counter"):
             limiter = open_limiter(LimiterConfig(storage=storage, strategy=strategy, timeout=5))
             for n_limits in (1, 4):
-                sync_us, async_us = measure(limiter, call(n_limits, uuid.uuid4().hex[:6]))
+                c = call(n_limits, uuid.uuid4().hex[:6])
+                sync_us, async_us = measure(limiter, c)
                 name = storage.split("://")[0]
-                print(f"{name:<8} {strategy:<24} {n_limits:>6} {sync_us:>9.1f} {async_us:>9.1f}")
+                line = f"{name:<8} {strategy:<24} {n_limits:>6} {sync_us:>9.1f} {async_us:>9.1f}"
+                if name != "memory":
+                    rt = round_trip_us(limiter, c)
+                    line += f" {rt:>9.1f} {sync_us / rt:>6.2f}"
+                print(line)
             limiter.close()
     keys = list(ping_client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from keystile._coalesce import AsyncCoalescer, Coalescer
 from keystile._flow import adrive, drive
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
@@ -113,6 +114,8 @@ class Keystile:
             weakref.WeakKeyDictionary()
         )
         self._store_lock = threading.Lock()
+        self._finds = Coalescer()  # concurrent cache misses of one digest: one lookup
+        self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
@@ -278,6 +281,9 @@ class Keystile:
         if isinstance(effect, LimitCall):
             return self.limiter.hit_all(effect)
         if isinstance(effect, StoreCall):
+            if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
+                (digest,) = effect.args
+                return self._finds.run(digest, lambda: self.store.execute(effect.op, digest))
             return self.store.execute(effect.op, *effect.args)
         if isinstance(effect, VerifyImported):
             return self._verify_imported(effect)
@@ -290,7 +296,11 @@ class Keystile:
                 return limiter.hit_all(effect)  # no I/O: no second coroutine either
             return await limiter.ahit_all(effect)
         if isinstance(effect, StoreCall):
-            return await self.astore.aexecute(effect.op, *effect.args)
+            store = self.astore
+            if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
+                (digest,) = effect.args
+                return await self._afinds.run(digest, lambda: store.aexecute(effect.op, digest))
+            return await store.aexecute(effect.op, *effect.args)
         if isinstance(effect, VerifyImported):
             import anyio.to_thread
 

@@ -149,6 +149,43 @@ def redis_url() -> Iterator[str]:
     yield from redis_storage()
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_room_frees_up_when_the_window_passes(strategy: str, redis_url: str) -> None:
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy=strategy, timeout=2))
+    specs = (LimitSpec(parse_limits("3/second")[0], "key:aging", "key"),)
+    try:
+        assert [limiter.hit_all(LimitCall(specs)).admitted for _ in range(4)] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+        time.sleep(2.05)  # past the window, and past the sliding counter's previous one
+        after = limiter.hit_all(LimitCall(specs))
+        assert after.admitted and after.states[0].remaining == 2
+    finally:
+        limiter.close()
+
+
+@pytest.mark.redis
+def test_the_moving_window_drops_hits_that_left_it_and_counts_the_rest(redis_url: str) -> None:
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window", timeout=2))
+    call = LimitCall((LimitSpec(parse_limits("3 per 2 seconds")[0], "key:moving", "key"),))
+    (key,), _ = limiter.keys_and_args(call)
+    try:
+        assert [limiter.hit_all(call).admitted for _ in range(2)] == [True, True]
+        time.sleep(1.2)
+        assert [limiter.hit_all(call).admitted for _ in range(2)] == [True, False]
+        time.sleep(1.2)  # the first two hits have left the window, the third has not
+        result = limiter.hit_all(call)
+        assert result.admitted and result.states[0].remaining == 1
+        assert limiter._client().llen(key) == 2  # only the window's hits are kept
+        assert [limiter.hit_all(call).admitted for _ in range(2)] == [True, False]
+    finally:
+        limiter.close()
+
+
 # -- Redis Cluster: three nodes of our own -------------------------------------------------
 
 

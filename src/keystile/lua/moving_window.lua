@@ -1,11 +1,16 @@
 -- keystile: check and spend every limit of one request atomically (moving window).
 --
 -- KEYS[i]    one list per limit, newest timestamp (ms) first, as limits' own
---            moving window keeps it; trimmed to the limit's amount.
+--            moving window keeps it; at most the limit's amount long.
 -- ARGV[1]    "1" to only look (peek), "0" to count the request.
 -- ARGV[2i]   limit i's amount;  ARGV[2i+1]  limit i's window in ms.
 -- Returns {admitted, now_ms, remaining_1, reset_ms_1, remaining_2, ...}.
 -- Time is the server's (TIME), so every process counts on one clock.
+--
+-- A request that counts also drops the entries that have left the window,
+-- so the list holds only the window's hits: the next request then finds
+-- its oldest entry (the tail) still inside the window and counts the list
+-- with two calls, instead of searching it with a dozen.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local peek = ARGV[1] == '1'
@@ -14,15 +19,24 @@ local admitted = true
 for i = 1, #KEYS do
   local limit = tonumber(ARGV[2 * i])
   local floor_ts = now - tonumber(ARGV[2 * i + 1])
-  -- Binary search for the last entry still inside the window.
-  local lo, hi, last = 0, math.min(redis.call('LLEN', KEYS[i]), limit) - 1, -1
-  while lo <= hi do
-    local mid = math.floor((lo + hi) / 2)
-    local ts = tonumber(redis.call('LINDEX', KEYS[i], mid))
-    if ts > floor_ts then
-      last, oldest[i], lo = mid, ts, mid + 1
+  local len = math.min(redis.call('LLEN', KEYS[i]), limit)
+  local last = -1  -- index of the oldest entry still inside the window
+  if len > 0 then
+    local tail = tonumber(redis.call('LINDEX', KEYS[i], len - 1))
+    if tail > floor_ts then
+      last, oldest[i] = len - 1, tail
     else
-      hi = mid - 1
+      -- Binary search for the last entry still inside the window.
+      local lo, hi = 0, len - 2
+      while lo <= hi do
+        local mid = math.floor((lo + hi) / 2)
+        local ts = tonumber(redis.call('LINDEX', KEYS[i], mid))
+        if ts > floor_ts then
+          last, oldest[i], lo = mid, ts, mid + 1
+        else
+          hi = mid - 1
+        end
+      end
     end
   end
   counts[i] = last + 1
@@ -34,7 +48,9 @@ for i = 1, #KEYS do
   local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   if spend then
     redis.call('LPUSH', KEYS[i], now)
-    redis.call('LTRIM', KEYS[i], 0, limit - 1)
+    -- Keep the new hit and the counts[i] hits inside the window; never
+    -- more than the amount (counts[i] < limit here).
+    redis.call('LTRIM', KEYS[i], 0, counts[i])
     redis.call('PEXPIRE', KEYS[i], window)
     counts[i] = counts[i] + 1
     oldest[i] = oldest[i] or now

@@ -27,6 +27,7 @@ from pathlib import Path
 
 VARIANTS = [
     ("bare-starlette", "async"),
+    ("noop-starlette", "async"),
     ("keystile-starlette", "async"),
     *(
         (name, endpoints)

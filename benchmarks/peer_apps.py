@@ -5,6 +5,8 @@ where it authenticates, does the same work: read a key from a header, find
 it, count it against a per-key moving-window limit in memory.
 
 - bare-starlette, bare-fastapi: no auth at all (the baseline);
+- noop-starlette: a pure ASGI middleware that only calls the app: the floor
+  that any middleware pays for being one more layer;
 - keystile-starlette, keystile-fastapi: KeystileMiddleware, SQLite store
   (cache hits), memory limiter, key and org limits;
 - handrolled-fastapi: the usual stack: FastAPI APIKeyHeader dependency, a
@@ -63,6 +65,18 @@ def _fastapi(dependency: Any = None) -> Any:
         def events() -> dict[str, Any]:
             return BODY
 
+    return app
+
+
+def _noop(app: Any) -> Any:
+    class Passthrough:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self.app(scope, receive, send)
+
+    app.add_middleware(Passthrough)
     return app
 
 
@@ -163,6 +177,7 @@ def _keygate() -> Any:
 def build() -> Any:
     builders = {
         "bare-starlette": _starlette,
+        "noop-starlette": lambda: _noop(_starlette()),
         "bare-fastapi": _fastapi,
         "keystile-starlette": lambda: _keystile(_starlette()),
         "keystile-fastapi": lambda: _keystile(_fastapi()),

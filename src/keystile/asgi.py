@@ -45,15 +45,17 @@ def view_from_scope(scope: Scope) -> RequestView:
     else:
         path, encoded = scope.get("path", "/").encode("utf-8", "surrogateescape"), False
     client = scope.get("client")
+    websocket = scope["type"] == "websocket"
     return RequestView(
-        method="GET" if scope["type"] == "websocket" else scope.get("method", "GET"),
-        path=path,
-        path_encoded=encoded,
-        root_path=scope.get("root_path", ""),
-        query_string=scope.get("query_string", b""),
-        headers=headers,
-        client=client[0] if client else None,
-        websocket=scope["type"] == "websocket",
+        "GET" if websocket else scope.get("method", "GET"),
+        path,
+        encoded,
+        scope.get("root_path", ""),
+        None,  # raw_uri: a WSGI notion; ASGI's raw_path is the path itself
+        scope.get("query_string", b""),
+        headers,
+        client[0] if client else None,
+        websocket,
     )
 
 
@@ -81,10 +83,9 @@ class KeystileMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-            return
-        if kind not in ("http", "websocket"):
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
         view = view_from_scope(scope)

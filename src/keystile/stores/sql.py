@@ -14,31 +14,27 @@ NULLs never collide in a unique index on any of the three databases, which
 is why this works where a partial index would not (MariaDB has none).
 
 Every call is bounded by ``store_timeout`` on the client side (see
-"bounded calls" below): over it, or on a dropped connection, the caller gets
-``StoreUnavailable`` (a 503) and the connection is thrown away, never
-returned to the pool half-read; the next call reconnects by itself.
+``keystile.stores._bounded``): over it, or on a dropped connection, the
+caller gets ``StoreUnavailable`` (a 503) and the connection is thrown away,
+never returned to the pool half-read; the next call reconnects by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from keystile.errors import KeyConflict, StoreUnavailable
+from keystile.stores._bounded import READ_ONLY, Call, current_call, lost_connection, run_op, watch
 from keystile.stores._sql_schema import (
     OPS,
     SCHEMA_TIMEOUT,
@@ -173,176 +169,6 @@ def _import_driver_or_explain(url: sa.URL) -> None:
         raise StoreUnavailable(f"the driver for {url.drivername} is not installed{hint}") from exc
 
 
-# -- bounded calls ------------------------------------------------------------
-#
-# store_timeout is enforced here, on the client, because nothing else bounds
-# every way a call can hang: libpq counts connect_timeout in whole seconds
-# (psycopg makes it at least 2), statement_timeout is the server's and does
-# nothing when the server never reads the query, and TCP keepalives and
-# tcp_user_timeout are answered by the peer's kernel even when the database
-# behind it is hung. So a call runs where it can be walked away from (a
-# worker thread for a sync store, a task for an async one); at the deadline
-# the caller gets StoreUnavailable at once, and the socket of the connection
-# the call holds is shut down, so that the driver fails now rather than
-# whenever the network decides, the pool throws that connection away instead
-# of keeping one with a reply still owed on it, and the worker is free again.
-#
-# Which connection a call holds is learnt in the pool's checkout hook (a
-# context variable names the call), which is also where the liveness ping
-# runs: SQLAlchemy's own pool_pre_ping runs before any hook could see the
-# connection, so a ping hung on a stalled server could never be cut short.
-#
-# One-statement reads (a cache miss is one) skip that ping: it is a round
-# trip on every call to guard against a connection that died while pooled,
-# and for a read the same guard costs nothing until it is needed. The read
-# runs on the pooled connection; if the driver reports that connection lost
-# (SQLAlchemy then discards every connection of that pool generation), the
-# read runs once more on a new one, inside the same deadline. Writes keep
-# the ping: a write is never sent twice.
-
-
-class _Call:
-    """One store call in flight: the DBAPI connection it holds, if any."""
-
-    __slots__ = ("_held", "_identity", "_lock", "abandoned", "read_only")
-
-    def __init__(self, read_only: bool = False) -> None:
-        self._lock = threading.Lock()
-        self._held: Any = None
-        self._identity: Any = None
-        self.abandoned = False
-        self.read_only = read_only  # no checkout ping; one retry on a lost connection
-
-    def hold(self, dbapi_conn: Any) -> None:
-        with self._lock:
-            if self.abandoned:  # the caller left while this call waited to connect
-                raise StoreUnavailable("the store call was abandoned at its deadline")
-            self._held, self._identity = dbapi_conn, _socket_identity(dbapi_conn)
-
-    def release(self, dbapi_conn: Any) -> None:
-        # Called (under the lock) before the driver may close the connection,
-        # so abandon() never shuts a socket number the OS has handed on.
-        with self._lock:
-            if self._held is dbapi_conn:
-                self._held = self._identity = None
-
-    def abandon(self) -> bool:
-        """Give the call up; True if it held a connection (now severed)."""
-        with self._lock:
-            self.abandoned = True
-            held, identity, self._held, self._identity = self._held, self._identity, None, None
-            if held is not None:
-                _sever(held, identity)
-        return held is not None
-
-
-_current_call: ContextVar[_Call | None] = ContextVar("keystile_store_call", default=None)
-
-
-def _driver(dbapi_conn: Any) -> Any:
-    return getattr(dbapi_conn, "driver_connection", dbapi_conn)  # async engines adapt it
-
-
-def _socket_identity(dbapi_conn: Any) -> Any:
-    """What tells a psycopg connection's socket from a later one with its number: its inode."""
-    pgconn = getattr(_driver(dbapi_conn), "pgconn", None)
-    if pgconn is None:
-        return None
-    with contextlib.suppress(Exception):
-        return os.fstat(pgconn.socket).st_ino
-    return None
-
-
-def _sever(dbapi_conn: Any, identity: Any) -> None:
-    """Shut the connection's socket so a blocked read or write returns at once.
-
-    Only ``shutdown``, never ``close``: the driver still owns the descriptor
-    and closes it when the pool discards the connection. A psycopg socket is
-    reached by number (and libpq closes it by itself on a lost connection),
-    so it is shut only if that number still names the same socket.
-    """
-    driver = _driver(dbapi_conn)
-    with contextlib.suppress(Exception):
-        pgconn = getattr(driver, "pgconn", None)
-        if pgconn is not None:  # psycopg, sync or async
-            fd = pgconn.socket
-            if identity is not None and os.fstat(fd).st_ino == identity:
-                sock = socket.socket(fileno=fd)
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                finally:
-                    sock.detach()
-        elif isinstance(getattr(driver, "_sock", None), socket.socket):  # PyMySQL
-            driver._sock.shutdown(socket.SHUT_RDWR)
-        elif getattr(driver, "_writer", None) is not None:  # aiomysql, on its own loop
-            driver._writer.transport.abort()
-
-
-def _watch(engine: Engine) -> None:
-    """Install the checkout hook: name the held connection, then ping it."""
-    dialect = engine.dialect
-
-    @event.listens_for(engine, "connect")
-    def _fresh(dbapi_conn: Any, record: Any) -> None:
-        record.info["keystile_fresh"] = True
-
-    @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        call = _current_call.get()
-        if call is not None:
-            call.hold(dbapi_conn)
-        if record.info.pop("keystile_fresh", False):
-            return  # just connected: alive
-        if call is not None and call.read_only:
-            return  # a lost connection is found by the read itself, and retried
-        try:
-            dialect.do_ping(dbapi_conn)
-        except Exception as exc:
-            if call is not None and call.abandoned:
-                raise StoreUnavailable("the store call was abandoned at its deadline") from exc
-            # A connection that died while pooled: the pool replaces it and
-            # runs this hook again on the new one.
-            raise sa_exc.DisconnectionError() from exc
-
-    def _release(dbapi_conn: Any, *_: Any) -> None:
-        call = _current_call.get()
-        if call is not None:
-            call.release(dbapi_conn)
-
-    for name in ("checkin", "invalidate", "close"):
-        event.listen(engine, name, _release)
-
-
-# One-statement reads that need no transaction. On PostgreSQL they run in
-# autocommit (a client-side switch in psycopg), which saves the BEGIN and
-# COMMIT round trips on every cache miss; MySQL drivers would spend a round
-# trip on the switch itself, so they keep the transaction.
-READ_ONLY = frozenset({OPS[name] for name in ("get", "find_by_digest", "find_imported", "ping")})
-
-
-def _lost_connection(call: _Call, exc: BaseException) -> bool:
-    """Whether a read failed only because its pooled connection had died: retry it once."""
-    return (
-        call.read_only
-        and not call.abandoned
-        and isinstance(exc, sa_exc.DBAPIError)
-        and exc.connection_invalidated
-    )
-
-
-def _run_op(conn: Connection, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    try:
-        if fn in READ_ONLY and conn.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            return fn(conn, *args)
-        with conn.begin():
-            return fn(conn, *args)
-    except BaseException:
-        if call.abandoned and not conn.invalidated:
-            conn.invalidate()  # never back into the pool with a reply still owed
-        raise
-
-
 class SQLKeyStore:
     """The key store over a sync SQLAlchemy engine.
 
@@ -350,7 +176,7 @@ class SQLKeyStore:
 
     Tables are created on first use (or by ``keystile db init``). Each call
     on a networked database runs on a worker thread and is abandoned at
-    ``timeout`` (see "bounded calls" above); SQLite runs in the caller's
+    ``timeout`` (see ``keystile.stores._bounded``); SQLite runs in the caller's
     thread, bounded by its own busy timeout.
     """
 
@@ -362,7 +188,7 @@ class SQLKeyStore:
         self.engine: Engine = sa.create_engine(
             target, **_engine_options(target, timeout, use_async=False)
         )
-        _watch(self.engine)
+        watch(self.engine)
         self._networked = target.get_backend_name() != "sqlite"
         self._workers: ThreadPoolExecutor | None = None
         self._workers_lock = threading.Lock()
@@ -382,7 +208,7 @@ class SQLKeyStore:
         return self._bounded(OPS[op], args, self.timeout)
 
     def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        call = _Call(read_only=fn in READ_ONLY)
+        call = Call(read_only=fn in READ_ONLY)
         try:
             if not self._networked:
                 return self._attempt(call, fn, args)
@@ -410,19 +236,19 @@ class SQLKeyStore:
                 workers = self._workers
         return workers
 
-    def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        token = _current_call.set(call)
+    def _attempt(self, call: Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        token = current_call.set(call)
         try:
             try:
                 with self.engine.connect() as conn:
-                    return _run_op(conn, call, fn, args)
+                    return run_op(conn, call, fn, args)
             except Exception as exc:
-                if not _lost_connection(call, exc):
+                if not lost_connection(call, exc):
                     raise
             with self.engine.connect() as conn:  # a new connection: the pool dropped the old
-                return _run_op(conn, call, fn, args)
+                return run_op(conn, call, fn, args)
         finally:
-            _current_call.reset(token)
+            current_call.reset(token)
 
     def close(self) -> None:
         with self._workers_lock:
@@ -453,7 +279,7 @@ class AsyncSQLKeyStore:
         self.engine: AsyncEngine = create_async_engine(
             target, **_engine_options(target, timeout, use_async=True)
         )
-        _watch(self.engine.sync_engine)
+        watch(self.engine.sync_engine)
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._create = create
         self._ready = False
@@ -473,7 +299,7 @@ class AsyncSQLKeyStore:
             raise _wrap(exc, self.url) from exc
 
     async def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        call = _Call(read_only=fn in READ_ONLY)
+        call = Call(read_only=fn in READ_ONLY)
         task = asyncio.ensure_future(self._attempt(call, fn, args))
         try:
             await asyncio.wait((task,), timeout=timeout)
@@ -491,16 +317,16 @@ class AsyncSQLKeyStore:
             raise _over_time(self.url, timeout)
         return task.result()
 
-    async def _attempt(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        _current_call.set(call)  # the task's own context; the pool hooks read it
+    async def _attempt(self, call: Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        current_call.set(call)  # the task's own context; the pool hooks read it
         try:
             async with self.engine.connect() as conn:
-                return await conn.run_sync(_run_op, call, fn, args)
+                return await conn.run_sync(run_op, call, fn, args)
         except Exception as exc:
-            if not _lost_connection(call, exc):
+            if not lost_connection(call, exc):
                 raise
         async with self.engine.connect() as conn:  # a new connection: the pool dropped the old
-            return await conn.run_sync(_run_op, call, fn, args)
+            return await conn.run_sync(run_op, call, fn, args)
 
     def _forget(self, task: asyncio.Future[Any]) -> None:
         self._abandoned.discard(task)

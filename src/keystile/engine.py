@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from keystile._coalesce import AsyncCoalescer, Coalescer
 from keystile._flow import adrive, drive
+from keystile._last_used import LastUsed
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
@@ -64,7 +65,6 @@ __all__ = ["Keystile"]
 logger = logging.getLogger("keystile")
 
 MIN_PEPPER_BYTES = 16
-FLUSH_INTERVAL = 30.0
 
 
 class Keystile:
@@ -127,9 +127,7 @@ class Keystile:
         scheme = cfg.limiter.storage.split("://", 1)[0].lower().removeprefix("async+")
         if scheme in REDIS_SCHEMES:
             self.invalidator = Invalidator(cfg.limiter.storage, self.cache)
-        self._used: dict[str, datetime] = {}
-        self._used_lock = threading.Lock()
-        self._flusher: threading.Timer | None = None
+        self._last_used = LastUsed(lambda pending: self.store.execute("touch", pending))
         self._closed = False
         self._limiter: Limiter | None = None
         self._imports: Any = None
@@ -413,28 +411,11 @@ class Keystile:
 
     def note_use(self, key_id: str, when: datetime | None = None) -> None:
         """Remember that a key was used; written to the store in batches."""
-        when = self.now() if when is None else when
-        with self._used_lock:
-            self._used[key_id] = when
-            if self._flusher is None and not self._closed:
-                self._flusher = threading.Timer(FLUSH_INTERVAL, self.flush)
-                self._flusher.daemon = True
-                self._flusher.start()
+        self._last_used.note(key_id, self.now() if when is None else when)
 
     def flush(self) -> None:
         """Write pending ``last_used_at`` values now (one batched statement)."""
-        with self._used_lock:
-            pending, self._used = self._used, {}
-            self._flusher = None
-        if not pending:
-            return
-        try:
-            self.store.execute("touch", pending)
-        except ServiceUnavailable:
-            logger.warning("could not write last_used_at for %d keys; will retry", len(pending))
-            with self._used_lock:
-                for key_id, when in pending.items():
-                    self._used.setdefault(key_id, when)
+        self._last_used.flush()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -443,10 +424,7 @@ class Keystile:
         if self._closed:
             return
         self._closed = True
-        with self._used_lock:
-            if self._flusher is not None:
-                self._flusher.cancel()
-        self.flush()
+        self._last_used.close()
         self.audit.close()
         if self.invalidator is not None:
             self.invalidator.close()

@@ -342,6 +342,50 @@ def test_websocket_is_checked_like_get(engine: Any, reader: str) -> None:
     assert len(reached) == 1
 
 
+def test_a_shared_lifespan_state_never_carries_a_principal(engine: Any, reader: str) -> None:
+    # The ASGI spec gives each request a copy of the lifespan state; a server
+    # that handed out the one dict instead must still not leak a principal
+    # from one request into the next.
+    import asyncio
+
+    from keystile.asgi import KeystileMiddleware
+
+    shared: dict[str, Any] = {"db": "pool"}
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["state"].get("api_key"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = KeystileMiddleware(app, engine)
+
+    def get(path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        async def send(message: Any) -> None:
+            pass
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "state": shared,
+        }
+        asyncio.run(middleware(scope, receive, send))
+
+    get("/api/v1/events", [(b"authorization", f"Bearer {reader}".encode())])
+    get("/health", [])
+    assert seen[0] is not None and seen[0].name == "reader"
+    assert seen[1] is None  # the public request saw no principal
+    assert shared == {"db": "pool"}
+
+
 def test_lifespan_passes_through_and_flushes_last_used(engine: Any, reader: str) -> None:
     import asyncio
 

@@ -99,13 +99,16 @@ class KeystileMiddleware:
                 (n, v) for n, v in scope["headers"] if not n.lower().startswith(_RESERVED)
             ]
         if decision.principal is not None:
-            # The server hands each request its own scope, and its own copy
-            # of the lifespan state (ASGI spec), so both are ours to write.
+            # The server hands each request a scope of its own, so it is
+            # ours to write; the state dict in it is copied rather than
+            # written, so a server that shared one between requests (the
+            # ASGI spec says to copy it) could never leak a principal.
             state = scope.get("state")
-            if state is None:
-                scope["state"] = {"api_key": decision.principal}
-            else:
-                state["api_key"] = decision.principal
+            scope["state"] = (
+                {**state, "api_key": decision.principal}
+                if state
+                else {"api_key": decision.principal}
+            )
         if decision.strip_embed_token:
             scope = _without_embed_token(scope)
         if not decision.headers or kind != "http":

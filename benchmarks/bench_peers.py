@@ -1,6 +1,7 @@
 """Requests per second under uvicorn (one worker) and wrk, loopback only.
 
     python benchmarks/bench_peers.py [--seconds 10] [--connections 32] [--rounds 3]
+                                     [--only bare-starlette,keystile-starlette]
 
 Needs `wrk` (Debian package) and, for the peer variants, `slowapi` and
 `fastapi-keygate` installed beside keystile[all]. Each variant is served by
@@ -115,12 +116,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated variant names")
     args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    variants = [v for v in VARIANTS if not only or v[0] in only]
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     results: dict[tuple[str, str], tuple[float, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {v: serve(*v, Path(tmp)) for v in VARIANTS}
+        servers = {v: serve(*v, Path(tmp)) for v in variants}
         try:
             for _, port, key in servers.values():
                 wrk(port, key, 2, args.connections)  # warm-up
@@ -144,13 +148,16 @@ def main() -> None:
     print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare':>9}{'non-2xx':>9}")
     for (variant, endpoints), (rps, bad) in results.items():
         framework = variant.split("-")[-1]
-        base = results[(f"bare-{framework}", endpoints)][0]
-        print(f"{variant:<22}{endpoints:>10}{rps:>10.0f}{rps / base:>9.2f}{bad:>9}")
+        base = results.get((f"bare-{framework}", endpoints), (0.0, ""))[0]
+        ratio = f"{rps / base:>9.2f}" if base else f"{'-':>9}"
+        print(f"{variant:<22}{endpoints:>10}{rps:>10.0f}{ratio}{bad:>9}")
     for endpoints in ("sync", "async"):
-        ks = results[("keystile-fastapi", endpoints)][0]
+        ks = results.get(("keystile-fastapi", endpoints))
         for peer in ("handrolled-fastapi", "keygate-fastapi"):
-            ratio = ks / results[(peer, endpoints)][0]
-            print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio:.2f}x")
+            other = results.get((peer, endpoints))
+            if ks and other:
+                ratio = ks[0] / other[0]
+                print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ class KeystileMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
         status, headers, body = render_refusal(refusal, self.errors)
-        raw = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        raw = [(_header_name(n), v.encode("latin-1")) for n, v in headers]
         if scope["type"] == "websocket":
             if "websocket.http.response" in scope.get("extensions", {}):
                 await send(
@@ -152,7 +152,7 @@ class KeystileMiddleware:
         return wrapped
 
 
-# The names keystile adds to responses, encoded once.
+# The names keystile adds to responses most often, encoded once.
 _HEADER_NAMES = {
     name: name.lower().encode("latin-1")
     for name in (

@@ -343,10 +343,6 @@ class Keystile:
             return None
         return lookup
 
-    def principal_of(self, record: KeyRecord) -> Principal:
-        """The app's read-only view of a key (reused while the record is cached)."""
-        return self.key_context(record).principal
-
     # -- cache invalidation --------------------------------------------------------
 
     def forget(self, record: KeyRecord) -> None:

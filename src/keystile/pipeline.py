@@ -274,17 +274,11 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     headers: Sequence[tuple[str, str]] = ()
     call = ks.limit_call(rule, context)
     if call.specs:
-        try:
-            result: LimitResult = yield call
-        except LimiterUnavailable as exc:
-            refusal = _limiter_down(ks, exc)  # None: on_error open lets it through uncounted
-        else:
-            if result.admitted:
-                headers = rate_limit_headers(result, cfg.limiter.headers)
-            else:
-                refusal = _too_many(ks, result, "rate limit exceeded")
+        refusal, result = yield from _count(ks, call, "rate limit exceeded")
         if refusal is not None:
             return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
+        if result is not None:  # None: on_error open let it through uncounted
+            headers = rate_limit_headers(result, cfg.limiter.headers)
 
     # 12. The app runs with the principal.
     ks.note_use(record.id, now)

@@ -102,7 +102,8 @@ SECTIONS: tuple[Section, ...] = (
                 "trusted_proxies",
                 "trusted_proxies",
                 "CIDRs whose `X-Forwarded-For` is "
-                "believed for the client address (failed-auth limits, audit).",
+                "believed for the client address (failed-auth limits, audit); "
+                "`unix` for a proxy that connects over a Unix socket.",
             ),
             Entry("limiter", "limiter", "See [limiter](#limiter)."),
             Entry("limits", "limits", "See [limits](#limits)."),
@@ -129,7 +130,7 @@ SECTIONS: tuple[Section, ...] = (
             ),
             Entry("audit", "audit", "See [audit](#audit)."),
         ),
-        internal=("source", "route_table", "scope_policy"),
+        internal=("source", "route_table", "scope_policy", "trust_unix_socket"),
     ),
     Section(
         "limiter",

@@ -175,6 +175,9 @@ class Config:
     negative_cache_ttl: float = 0.5
     store_timeout: float = 1.0
     trusted_proxies: tuple[Network, ...] = ()
+    # ``unix`` in ``trusted_proxies``: a peer with no address (a Unix socket,
+    # as behind nginx) is a proxy whose ``X-Forwarded-For`` is believed.
+    trust_unix_socket: bool = False
     limiter: LimiterConfig = field(default_factory=LimiterConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     key_types: Mapping[str, KeyTypeConfig] = field(
@@ -251,6 +254,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         ),
         store_timeout=top.duration("store_timeout", Config.store_timeout, positive=True),
         trusted_proxies=_networks(top),
+        trust_unix_socket=any(item == "unix" for item, _ in top.items("trusted_proxies")),
         limiter=_limiter(top.sub("limiter")),
         limits=_limits(top.sub("limits")),
         key_types=_key_types(top.sub("key_types")),
@@ -278,12 +282,16 @@ def _networks(top: Section) -> tuple[Network, ...]:
             continue
         if not isinstance(item, str):
             raise top.fail("trusted_proxies", f"{item!r} is not a CIDR string", line)
+        if item == "unix":
+            continue  # Config.trust_unix_socket
         try:
             # strict: `10.0.0.7/8` is refused rather than widened, so the
             # operator sees exactly which addresses are trusted.
             out.append(ipaddress.ip_network(item))
         except ValueError as exc:
-            raise top.fail("trusted_proxies", f"{item!r} is not a CIDR ({exc})", line) from None
+            raise top.fail(
+                "trusted_proxies", f"{item!r} is not a CIDR or unix ({exc})", line
+            ) from None
     return tuple(out)
 
 

@@ -276,34 +276,80 @@ def strip_query_param(query_string: bytes, name: str) -> bytes:
     return urlencode([(k, v) for k, v in pairs if k != name]).encode("latin-1")
 
 
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_ip(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
 
 
-def client_address(view: RequestView, trusted: Sequence[Network]) -> str:
+def _parse_hop(text: str) -> IPAddress | None:
+    """An ``X-Forwarded-For`` hop: ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
+    ``[2001:db8::1]`` or ``[2001:db8::1]:443`` (a port, which some proxies
+    write, is ignored)."""
+    hop = text.strip()
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else hop
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]  # IPv4 with a port; a bare IPv6 has several
+    return _parse_ip(hop)
+
+
+def _address_key(ip: IPAddress) -> str:
+    """The bucket of one client: an IPv4 address, or the /64 an IPv6 one is in.
+
+    One host usually holds a whole IPv6 /64, so counting per address would
+    give it endless budgets.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def _peer_key(peer: str | None) -> str | None:
+    if not peer:
+        return None  # a Unix socket: no address, never a shared bucket
+    if ":" not in peer:
+        return peer  # IPv4 as the server wrote it (or a name such as "testclient")
+    ip = _parse_ip(peer)
+    return peer if ip is None else _address_key(ip)
+
+
+def client_address(
+    view: RequestView, trusted: Sequence[Network], *, unix: bool = False
+) -> str | None:
     """The client's address: the peer, or the ``X-Forwarded-For`` hop a trusted proxy wrote.
 
     The list is read from the right; hops written by trusted proxies are
     skipped, and the first untrusted one is the client. A header from an
     untrusted peer is ignored, so a client cannot choose its own address.
+    IPv6 addresses come as their /64. A peer with no address (a Unix
+    socket) gives None, unless ``unix`` says it is a trusted proxy.
     """
-    peer = view.client or "unknown"
-    if not trusted:
-        return peer
-    peer_ip = _parse_ip(peer)
-    if peer_ip is None or not any(peer_ip in net for net in trusted):
-        return peer
+    peer = view.client
+    if not peer:
+        if not unix:
+            return None
+    elif not trusted:
+        return _peer_key(peer)
+    else:
+        peer_ip = _parse_ip(peer)
+        if peer_ip is None or not any(peer_ip in net for net in trusted):
+            return _peer_key(peer)
     hops = [h for v in view.headers.get("x-forwarded-for", []) for h in v.split(",")]
     for hop in reversed(hops):
-        ip = _parse_ip(hop)
+        ip = _parse_hop(hop)
         if ip is None:
-            return peer  # a garbled list: believe nothing in it
+            break  # a garbled list: believe nothing in it
         if not any(ip in net for net in trusted):
-            return str(ip)
-    return peer
+            return _address_key(ip)
+    return _peer_key(peer)
 
 
 def origin_host(view: RequestView) -> str | None:

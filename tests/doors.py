@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -104,7 +106,7 @@ class Door:
         headers: list[tuple[str, str]] | None = None,
         *,
         query: str = "",
-        client: str = "127.0.0.1",
+        client: str | None = "127.0.0.1",  # None: a Unix socket peer, with no address
         key: str | None = None,
     ) -> Reply:
         raw = path.encode("latin-1") if isinstance(path, str) else path
@@ -120,7 +122,12 @@ class Door:
         return self._wsgi(method, raw, headers, query, client)
 
     async def _asgi(
-        self, method: str, raw: bytes, headers: list[tuple[str, str]], query: str, client: str
+        self,
+        method: str,
+        raw: bytes,
+        headers: list[tuple[str, str]],
+        query: str,
+        client: str | None,
     ) -> Reply:
         scope = {
             "type": "http",
@@ -133,7 +140,7 @@ class Door:
             "root_path": "",
             "query_string": query.encode("latin-1"),
             "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers],
-            "client": (client, 50000),
+            "client": None if client is None else (client, 50000),
             "server": ("127.0.0.1", 8000),
         }
         sent: list[dict[str, Any]] = []
@@ -150,8 +157,47 @@ class Door:
         hdrs = {n.decode("latin-1"): v.decode("latin-1") for n, v in start["headers"]}
         return Reply(start["status"], hdrs, body, _seen(body, start["status"]))
 
+    def burst(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Send every request at once: threads through WSGI, tasks on one loop through ASGI.
+
+        Each item holds ``__call__``'s arguments (``method`` and ``path``
+        default to ``GET /api/v1/events``).
+        """
+        calls = [
+            (
+                r.get("method", "GET"),
+                str(r.get("path", "/api/v1/events")).encode("latin-1"),
+                list(r.get("headers", []))
+                + ([("Authorization", f"Bearer {r['key']}")] if r.get("key") else []),
+                str(r.get("query", "")),
+                r.get("client", "127.0.0.1"),
+            )
+            for r in requests
+        ]
+        if self.kind == "asgi":
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+
+            async def gather() -> list[Reply]:
+                return list(await asyncio.gather(*(self._asgi(*c) for c in calls)))
+
+            return self._loop.run_until_complete(gather())
+        start = threading.Barrier(len(calls))
+
+        def one(call: tuple[str, bytes, list[tuple[str, str]], str, str | None]) -> Reply:
+            start.wait()
+            return self._wsgi(*call)
+
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(one, calls))
+
     def _wsgi(
-        self, method: str, raw: bytes, headers: list[tuple[str, str]], query: str, client: str
+        self,
+        method: str,
+        raw: bytes,
+        headers: list[tuple[str, str]],
+        query: str,
+        client: str | None,
     ) -> Reply:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
@@ -162,7 +208,7 @@ class Door:
             "SERVER_NAME": "127.0.0.1",
             "SERVER_PORT": "8000",
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": client,
+            "REMOTE_ADDR": client or "",  # as servers on a Unix socket leave it
             "wsgi.url_scheme": "http",
         }
         for name, value in headers:

@@ -49,6 +49,7 @@ class MemoryLimiter:
     """
 
     in_process = True  # no I/O: an event loop may call hit_all directly
+    refunds = True
 
     def __init__(self, strategy: str, *, clock: Callable[[], float] = time.time) -> None:
         self.strategy = strategy
@@ -72,6 +73,12 @@ class MemoryLimiter:
         specs = call.specs
         now = self._clock()
         with self._lock:
+            if call.refund:
+                self._give_back(call.refund, now)
+            if call.guard:
+                guarded = self._guard(call.guard, now)
+                if guarded is not None:
+                    return guarded
             looks = self._look(specs, now)
             admitted = True
             for spec, _, used, _ in looks:
@@ -97,6 +104,40 @@ class MemoryLimiter:
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         return self.hit_all(call)  # no I/O: the lock is held for microseconds
+
+    def _guard(self, guard: tuple[LimitSpec, ...], now: float) -> LimitResult | None:
+        """The refusal when a guard has no room left, else None (nothing spent)."""
+        buckets = self._buckets
+        if not any(spec.counter in buckets for spec in guard):
+            return None  # the common case: a caller with no recent failures
+        looks = self._look(guard, now)
+        if all(used < spec.amount for spec, _, used, _ in looks):
+            return None
+        states = [
+            LimitState(spec, max(0, spec.amount - used), reset, used >= spec.amount)
+            for spec, _, used, reset in looks
+        ]
+        return LimitResult(False, tuple(states), guarded=True)
+
+    def _give_back(self, specs: tuple[LimitSpec, ...], now: float) -> None:
+        """Take one request off each limit (the newest hit), if it still counts any."""
+        buckets = self._buckets
+        for spec in specs:
+            bucket = buckets.get(spec.counter)
+            if not bucket:
+                continue
+            if self.strategy == "moving-window":
+                bucket.pop()  # newest last
+            elif self.strategy == "fixed-window":
+                if bucket[0] > now and bucket[1] > 0:
+                    bucket[1] -= 1
+            else:  # sliding window counter: [window_start, previous, current]
+                ((_, state, _, _),) = self._sliding_look((spec,), now)
+                if state[2] > 0:
+                    state[2] -= 1
+                elif state[1] > 0:
+                    state[1] -= 1
+                buckets[spec.counter] = state
 
     def close(self) -> None:
         pass

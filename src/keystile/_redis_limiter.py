@@ -63,6 +63,7 @@ class RedisLimiter:
     """
 
     in_process = False
+    refunds = True
 
     def __init__(self, config: LimiterConfig, *, key_prefix: str | None = None) -> None:
         self.config = config
@@ -84,10 +85,14 @@ class RedisLimiter:
     # -- the request, in Redis's terms (one copy for sync and async) -----------------
 
     def keys_and_args(self, call: LimitCall) -> tuple[list[str], list[str | int]]:
-        """The script's KEYS and ARGV for a call (pure; shared by both paths)."""
+        """The script's KEYS and ARGV for a call (pure; shared by both paths).
+
+        Refunds come first, then guards, then the limits counted, as the
+        scripts expect (``keystile/lua/*.lua`` say the layout).
+        """
         keys: list[str] = []
-        args: list[str | int] = ["1" if call.peek else "0"]
-        for spec in call.specs:
+        args: list[str | int] = ["1" if call.peek else "0", len(call.refund), len(call.guard)]
+        for spec in (*call.refund, *call.guard, *call.specs):
             item = spec.item
             window_ms = int(item.get_expiry() * 1000)
             base = (
@@ -100,14 +105,46 @@ class RedisLimiter:
 
     @staticmethod
     def result_of(call: LimitCall, reply: Sequence[Any]) -> LimitResult:
-        """Turn the script's ``{admitted, now, remaining, reset, ...}`` into a result."""
+        """Turn the script's ``{admitted, now, guarded, remaining, reset, ...}`` into a result."""
         admitted = int(reply[0]) == 1
+        guarded = int(reply[2]) == 1
         states = []
-        for i, spec in enumerate(call.specs):
-            remaining = int(reply[2 + 2 * i])
-            reset = int(reply[3 + 2 * i]) / 1000
+        for i, spec in enumerate((*call.guard, *call.specs)):
+            remaining = int(reply[3 + 2 * i])
+            reset = int(reply[4 + 2 * i]) / 1000
             states.append(LimitState(spec, max(0, remaining), reset, remaining <= 0))
-        return LimitResult(admitted, tuple(states))
+        if guarded:
+            return LimitResult(False, tuple(states[: len(call.guard)]), guarded=True)
+        return LimitResult(admitted, tuple(states[len(call.guard) :]))
+
+    def parts(self, call: LimitCall) -> list[tuple[str, LimitCall]]:
+        """``call`` as the scripts it takes, each with its role: one, unless a cluster splits it.
+
+        A Redis Cluster runs a script on one node, over one hash slot. A
+        request's own limits share their org's slot, but its failed-auth
+        guard or refund lives in the address's slot: on a cluster those go
+        first as scripts of their own (a refund, then a peek at the guard),
+        and the limits follow only if the guard had room.
+        """
+        if self.target.kind != "cluster" or not (call.guard or call.refund):
+            return [("whole", call)]
+        out = []
+        if call.refund:
+            out.append(("refund", LimitCall((), refund=call.refund)))
+        if call.guard:
+            out.append(("guard", LimitCall(call.guard, peek=True)))
+        out.append(("limits", LimitCall(call.specs, peek=call.peek)))
+        return out
+
+    @staticmethod
+    def joined(results: list[tuple[str, LimitResult]]) -> LimitResult:
+        """The result of a split call, from the results of its parts, in order."""
+        for role, result in results:
+            if role == "guard" and not result.admitted:
+                return LimitResult(False, result.states, guarded=True)
+            if role in ("whole", "limits"):
+                return result
+        return LimitResult(True, ())
 
     # -- sync (WSGI) -------------------------------------------------------------------
 
@@ -120,7 +157,16 @@ class RedisLimiter:
 
     def hit_all(self, call: LimitCall) -> LimitResult:
         """Check and spend every limit of ``call`` in one round trip (blocking)."""
-        if not call.specs:
+        results = []
+        for role, part in self.parts(call):
+            result = self._hit_one(part)
+            results.append((role, result))
+            if role == "guard" and not result.admitted:
+                break
+        return self.joined(results)
+
+    def _hit_one(self, call: LimitCall) -> LimitResult:
+        if call.empty:
             return LimitResult(True, ())
         keys, args = self.keys_and_args(call)
         started = time.monotonic()
@@ -146,7 +192,16 @@ class RedisLimiter:
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         """Check and spend every limit of ``call`` in one round trip, never blocking the loop."""
-        if not call.specs:
+        results = []
+        for role, part in self.parts(call):
+            result = await self._ahit_one(part)
+            results.append((role, result))
+            if role == "guard" and not result.admitted:
+                break
+        return self.joined(results)
+
+    async def _ahit_one(self, call: LimitCall) -> LimitResult:
+        if call.empty:
             return LimitResult(True, ())
         keys, args = self.keys_and_args(call)
         try:

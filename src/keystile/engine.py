@@ -394,7 +394,9 @@ class Keystile:
                     key_prefix=decision.key_prefix,
                     org=decision.org,
                     reason=f"{decision.code}: {decision.message}",
-                    client=client_address(view, self.config.trusted_proxies),
+                    client=client_address(
+                        view, self.config.trusted_proxies, unix=self.config.trust_unix_socket
+                    ),
                     status=decision.status,
                 )
             )

@@ -39,7 +39,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.config import LimiterConfig
 from keystile.errors import ConfigError, LimiterUnavailable
-from keystile.limiting import LimitCall, LimitResult, LimitState
+from keystile.limiting import LimitCall, LimitResult, LimitSpec, LimitState
 
 __all__ = [
     "Limiter",
@@ -60,10 +60,13 @@ class Limiter(Protocol):
     """What the engine needs of a limiter: answer a ``LimitCall``, sync or async.
 
     ``in_process`` says that ``hit_all`` never waits on I/O, so an event loop
-    may call it directly.
+    may call it directly. ``refunds`` says that it honours
+    ``LimitCall.refund``, which the exact failed-auth budget needs (a unit
+    spent before a lookup comes back when the key proves valid).
     """
 
     in_process: bool
+    refunds: bool
 
     def hit_all(self, call: LimitCall) -> LimitResult: ...
 
@@ -97,33 +100,40 @@ class StrategyLimiter:
             raise ConfigError(f"limiter storage {scheme}:// cannot be used: {exc}") from exc
         self._in_memory = isinstance(self.storage, MemoryStorage)
         self.in_process = self._in_memory
+        # ``limits`` has no way to take a hit back on every storage: the
+        # failed-auth budget here counts each 401 after the fact instead.
+        self.refunds = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"StrategyLimiter({self.config.storage.split('://')[0]}://, {self.config.strategy})"
 
     def hit_all(self, call: LimitCall) -> LimitResult:
-        if not call.specs:
+        if not (call.specs or call.guard):
             return LimitResult(True, ())
         strategy = self.strategy
         started = time.monotonic()
         try:
             with self._lock:
+                if call.guard and not all(strategy.test(s.item, s.bucket) for s in call.guard):
+                    return LimitResult(False, self._states(call.guard), guarded=True)
                 admitted = all(strategy.test(s.item, s.bucket) for s in call.specs)
                 if admitted and not call.peek:
                     for spec in call.specs:
                         strategy.hit(spec.item, spec.bucket)
-                states = []
-                for spec in call.specs:
-                    stats = strategy.get_window_stats(spec.item, spec.bucket)
-                    states.append(
-                        LimitState(spec, stats.remaining, stats.reset_time, stats.remaining <= 0)
-                    )
+                states = self._states(call.specs)
         except Exception as exc:
             raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
         if not self._in_memory and time.monotonic() - started > self.config.timeout:
             raise LimiterUnavailable("limiter storage over limiter.timeout")
-        return LimitResult(admitted, tuple(states))
+        return LimitResult(admitted, states)
+
+    def _states(self, specs: tuple[LimitSpec, ...]) -> tuple[LimitState, ...]:
+        states = []
+        for spec in specs:
+            stats = self.strategy.get_window_stats(spec.item, spec.bucket)
+            states.append(LimitState(spec, stats.remaining, stats.reset_time, stats.remaining <= 0))
+        return tuple(states)
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         if self._in_memory:

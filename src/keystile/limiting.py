@@ -93,6 +93,9 @@ class LimitResult:
 
     admitted: bool
     states: tuple[LimitState, ...]
+    # Refused by a guard of the call (``LimitCall.guard``): ``states`` then
+    # holds the guards' states, and nothing was spent.
+    guarded: bool = False
 
     def tightest(self) -> LimitState | None:
         """The state to report.
@@ -116,12 +119,59 @@ class LimitResult:
         return max(refused, key=lambda s: s.reset)
 
 
-@dataclass(frozen=True)
 class LimitCall:
-    """The effect a pipeline yields: count (``hit``) or only look (``peek``)."""
+    """The effect a pipeline yields: count (``hit``) or only look (``peek``).
 
-    specs: tuple[LimitSpec, ...]
-    peek: bool = False
+    Besides the limits it counts (``specs``, all or nothing), a call may
+    carry, answered in the same atomic step and round trip:
+
+    - ``guard``: limits that must have room for the call to be admitted,
+      but are never spent (the failed-auth budget of a caller whose key
+      the cache vouched for);
+    - ``refund``: limits that get one request back, whatever the answer
+      (the failed-auth unit spent before a lookup that found a valid key).
+
+    Treat it as read-only: the engine keeps one per key and route. A plain
+    slotted class, as it is built per request when a guard or refund rides
+    along (a frozen dataclass pays ``object.__setattr__`` per field).
+    """
+
+    __slots__ = ("guard", "peek", "refund", "specs")
+
+    def __init__(
+        self,
+        specs: tuple[LimitSpec, ...],
+        peek: bool = False,
+        guard: tuple[LimitSpec, ...] = (),
+        refund: tuple[LimitSpec, ...] = (),
+    ) -> None:
+        self.specs = specs
+        self.peek = peek
+        self.guard = guard
+        self.refund = refund
+
+    def __repr__(self) -> str:
+        return (
+            f"LimitCall(specs={self.specs!r}, peek={self.peek}, guard={self.guard!r}, "
+            f"refund={self.refund!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LimitCall):
+            return NotImplemented
+        return (self.specs, self.peek, self.guard, self.refund) == (
+            other.specs,
+            other.peek,
+            other.guard,
+            other.refund,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to count, guard or give back: no need to ask the limiter."""
+        return not (self.specs or self.guard or self.refund)
 
 
 @lru_cache(maxsize=1024)
@@ -163,13 +213,24 @@ def specs_for_key(
     return tuple(specs)
 
 
-def failed_auth_specs(config: Config, address: str) -> tuple[LimitSpec, ...]:
-    """``limits.failed_auth`` for one client address (counted on each 401)."""
-    if not config.limits.failed_auth:
+def failed_auth_specs(config: Config, address: str | None) -> tuple[LimitSpec, ...]:
+    """``limits.failed_auth`` for one client address (counted on each 401).
+
+    None for a caller with no address (a Unix socket peer): it is never put
+    in a bucket shared with other clients, so it has no budget at all.
+    """
+    if not config.limits.failed_auth or address is None:
         return ()
+    return _failed_auth_specs(config.limits.failed_auth, address)
+
+
+@lru_cache(maxsize=4096)
+def _failed_auth_specs(text: str, address: str) -> tuple[LimitSpec, ...]:
+    # Memoized: asked on every request that names a key, and a ``LimitSpec``
+    # costs a microsecond to build; the addresses of recent callers repeat.
     return tuple(
         LimitSpec(i, f"auth:{address}", "failed_auth", f"auth:{address}")
-        for i in parse_limits(config.limits.failed_auth)
+        for i in parse_limits(text)
     )
 
 

@@ -25,6 +25,7 @@ from keystile.errors import LimiterUnavailable, ServiceUnavailable, StoreUnavail
 from keystile.limiting import (
     LimitCall,
     LimitResult,
+    LimitSpec,
     failed_auth_specs,
     rate_limit_headers,
     retry_after,
@@ -50,6 +51,7 @@ __all__ = ["Admit", "Decision", "KeyContext", "Principal", "Refusal", "VerifyImp
 logger = logging.getLogger("keystile")
 
 STORE_RETRY_AFTER = 5
+TOO_MANY_FAILURES = "too many failed authentication attempts"
 
 
 @dataclass(frozen=True)
@@ -209,30 +211,34 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     elif rule.public:
         return Admit(route=match)
 
-    # 4. An address that spent its failed-auth budget is refused before parsing.
-    auth_specs = (
-        failed_auth_specs(cfg, client_address(view, cfg.trusted_proxies))
-        if cfg.limits.failed_auth
-        else ()
-    )
-    if auth_specs:
-        peek = LimitCall(auth_specs, peek=True)
-        refusal, _ = yield from _count(ks, peek, "too many failed authentication attempts")
-        if refusal is not None:
-            return refusal
+    # 4. The failed-auth budget of the caller's address. It is never peeked at
+    # on its own: each step below that can end in a 401 spends it in the
+    # same atomic call that answers whether any is left (so an address that
+    # spent it gets 429, whatever it sends next), and a key the cache
+    # vouches for guards on it in the call that counts its limits.
+    auth: tuple[LimitSpec, ...] = ()
+    if cfg.limits.failed_auth:
+        address = client_address(view, cfg.trusted_proxies, unix=cfg.trust_unix_socket)
+        auth = failed_auth_specs(cfg, address)
 
     # 5-7. The credential and the key it names.
     embed_route = bool(rule and rule.embed)
     try:
         credential = read_credential(view, cfg.credentials, embed_route=embed_route)
     except BadCredential as exc:
+        if auth:  # rare: a spent address hears 429 before what is wrong with its request
+            refusal, _ = yield from _count(ks, LimitCall(auth, peek=True), TOO_MANY_FAILURES)
+            if refusal is not None:
+                return refusal
         return _bad_request(str(exc))
     if credential is None:
-        return (yield from _unauthorized(ks, auth_specs, "API key required", sent=False))
+        return (yield from _unauthorized(ks, auth, "API key required", sent=False))
     secret = credential.value
     digest = ks.digest(secret)
     cached = ks.cache.get(digest)
     record: KeyRecord | None = None
+    # The failed-auth unit spent before asking the store (None: none spent).
+    spent: LimitResult | None = None
     key_type: str | None
     if isinstance(cached, KeyRecord):
         # This exact credential passed the format and checksum check when it
@@ -240,44 +246,66 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         record, key_type = cached, cached.type
     else:
         key_type = ks.key_type_of(secret)
-    if record is not None:
-        pass
-    elif key_type is not None:
-        try:
-            record = yield from _lookup(ks.cache, digest)
-        except StoreUnavailable as exc:
-            return _store_down(ks, exc)
-        # The store found the row by its digest; compare again in constant
-        # time so no code path depends on a partial match.
-        if record is not None and not hmac.compare_digest(record.digest or "", digest):
-            record = None
-    elif ks.imports_enabled and not ks.has_own_prefix(secret):
-        try:
-            record = yield from _lookup_imported(ks, secret)
-        except StoreUnavailable as exc:
-            return _store_down(ks, exc)
+        imported = key_type is None and ks.imports_enabled and not ks.has_own_prefix(secret)
+        if cached is not None and (key_type is not None or imported):
+            # The store (or a slow hash) must answer. Spend a unit of the
+            # budget first, so that N concurrent guesses from one address
+            # ask the store at most ``failed_auth`` times, never N; the unit
+            # comes back if the key proves valid.
+            if auth:
+                call = LimitCall(auth)
+                if ks.limiter.refunds:
+                    refusal, spent = yield from _count(ks, call, TOO_MANY_FAILURES)
+                else:  # this storage counts each 401 after the fact
+                    call.peek = True
+                    refusal, _ = yield from _count(ks, call, TOO_MANY_FAILURES)
+                if refusal is not None:
+                    return refusal
+            try:
+                if key_type is not None:
+                    record = yield from _lookup(ks.cache, digest)
+                else:
+                    record = yield from _lookup_imported(ks, secret)
+            except StoreUnavailable as exc:
+                yield from _give_back(spent, auth)
+                return _store_down(ks, exc)
+            # The store found the row by its digest; compare again in constant
+            # time so no code path depends on a partial match.
+            if record is not None and not hmac.compare_digest(record.digest or "", digest):
+                record = None
     if record is None or (key_type is not None and record.type != key_type):
         # One message for unknown keys and bad checksums alike.
-        return (yield from _unauthorized(ks, auth_specs, "invalid API key"))
+        return (yield from _unauthorized(ks, auth, "invalid API key", spent=spent))
     now = ks.now()
     if record.revoked_at is not None:
-        return (yield from _unauthorized(ks, auth_specs, "API key has been revoked"))
+        return (yield from _unauthorized(ks, auth, "API key has been revoked", spent=spent))
     if record.expires_at is not None and record.expires_at <= now:
-        return (yield from _unauthorized(ks, auth_specs, "API key has expired"))
+        return (yield from _unauthorized(ks, auth, "API key has expired", spent=spent))
+    # The key is valid: the unit spent on its lookup comes back; a key the
+    # cache answered for instead makes sure its address has budget left.
+    refund = auth if spent is not None else ()
+    guard = auth if record is cached else ()
 
     context = ks.key_context(record)
     refusal = _key_refusal(ks, view, match, method, record, context, credential.source)
     if refusal is not None:
+        if guard or refund:
+            check = LimitCall((), guard=guard, refund=refund)
+            limited, _ = yield from _count(ks, check, TOO_MANY_FAILURES)
+            if limited is not None and limited.status == 429:
+                refusal = limited
         return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
 
     # 11. Limits, all or nothing.
     headers: Sequence[tuple[str, str]] = ()
     call = ks.limit_call(rule, context)
-    if call.specs:
+    if guard or refund:
+        call = LimitCall(call.specs, guard=guard, refund=refund)
+    if not call.empty:
         refusal, result = yield from _count(ks, call, "rate limit exceeded")
         if refusal is not None:
             return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
-        if result is not None:  # None: on_error open let it through uncounted
+        if result is not None and result.states:  # None: on_error open let it through
             headers = rate_limit_headers(result, cfg.limiter.headers)
 
     # 12. The app runs with the principal.
@@ -353,21 +381,45 @@ def _lookup_imported(ks: Keystile, secret: str) -> Generator[Any, Any, KeyRecord
 
 
 def _unauthorized(
-    ks: Keystile, auth_specs: tuple[Any, ...], message: str, *, sent: bool = True
+    ks: Keystile,
+    auth: tuple[LimitSpec, ...],
+    message: str,
+    *,
+    sent: bool = True,
+    spent: LimitResult | None = None,
 ) -> Generator[Any, Any, Refusal]:
+    """401, after spending a unit of the address's budget (unless ``spent`` already did).
+
+    When nothing is left to spend, the answer is 429 instead: the address
+    has spent its budget, which SPEC section 4 puts before everything else.
+    """
     challenge = 'Bearer realm="api", error="invalid_token"' if sent else 'Bearer realm="api"'
     headers = [("WWW-Authenticate", challenge)]
-    if auth_specs:
-        try:
-            counted: LimitResult = yield LimitCall(auth_specs)  # every 401 spends the budget
-        except LimiterUnavailable:
-            logger.warning("could not count a failed authentication: limiter unavailable")
-        else:
-            # A counted response says how much of the budget is left (SPEC section 5);
-            # Retry-After belongs to the 429 that follows, not to this 401.
-            styles = ks.config.limiter.headers
-            headers += [h for h in rate_limit_headers(counted, styles) if h[0] != "Retry-After"]
+    counted = spent
+    if auth and counted is None:
+        refusal, counted = yield from _count(ks, LimitCall(auth), TOO_MANY_FAILURES)
+        if refusal is not None:
+            return refusal
+    if counted is not None:
+        # A counted response says how much of the budget is left (SPEC section 5);
+        # Retry-After belongs to the 429 that follows, not to this 401.
+        styles = ks.config.limiter.headers
+        headers += [h for h in rate_limit_headers(counted, styles) if h[0] != "Retry-After"]
     return Refusal(401, "UNAUTHORIZED", message, tuple(headers))
+
+
+def _give_back(spent: LimitResult | None, auth: tuple[LimitSpec, ...]) -> Generator[Any, Any, None]:
+    """Return a failed-auth unit spent before a lookup that could not be made.
+
+    The store being down is no failed authentication; a refund the limiter
+    cannot take is logged, never a second refusal.
+    """
+    if spent is None:
+        return
+    try:
+        yield LimitCall((), refund=auth)
+    except LimiterUnavailable:
+        logger.warning("could not give back a failed-auth unit: limiter unavailable")
 
 
 def _insufficient_scope(missing: tuple[str, ...], *, any_of: bool) -> Refusal:
@@ -407,7 +459,7 @@ def _count(
     except LimiterUnavailable as exc:
         return _limiter_down(ks, exc), None
     if not result.admitted:
-        return _too_many(ks, result, message), None
+        return _too_many(ks, result, TOO_MANY_FAILURES if result.guarded else message), None
     return None, result
 
 

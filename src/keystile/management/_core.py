@@ -22,6 +22,7 @@ from keystile._flow import adrive, drive
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound, ServiceUnavailable
 from keystile.lifecycle import check_name
 from keystile.management._input import (
+    JSON_BODY_METHODS,
     NOT_FOUND,
     ApiError,
     ApiRequest,
@@ -138,6 +139,10 @@ class KeyAPI:
             )
             return Refusal(401, "UNAUTHORIZED", message)
         try:
+            if request.method in JSON_BODY_METHODS:
+                # Every POST and PATCH, whichever operation it names, before
+                # any body is read or key looked up: see check_media_type.
+                check_media_type(request.method, request.content_type)
             if request.method == "GET":
                 records = yield KeyCall("list", (caller.org,))
                 return Reply(200, {"data": [present(r) for r in records]})
@@ -237,7 +242,6 @@ class KeyAPI:
     def _body(
         self, request: ApiRequest, allowed: frozenset[str]
     ) -> Generator[Effect, Any, dict[str, Any]]:
-        check_media_type(request.content_type)  # before reading a byte of the body
         raw: bytes = yield ReadBody(MAX_BODY)
         return parse_object(raw, allowed, _CREATE_FIELDS)
 

@@ -8,7 +8,7 @@ spells it; and a stored key becomes the JSON the API shows here, once.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +18,7 @@ from keystile.scopes import ScopePolicy, is_pattern, is_well_formed
 from keystile.stores.base import KeyRecord
 
 __all__ = [
+    "JSON_BODY_METHODS",
     "NOT_FOUND",
     "PATH_NOT_FOUND",
     "ApiError",
@@ -155,13 +156,27 @@ class ScopeRules:
         return action in self._actions if resource == "*" else resource in self._resources
 
 
-def check_media_type(ctype: str | None) -> None:
+JSON_BODY_METHODS: Mapping[str, str] = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}
+"""The methods that carry a JSON body, each with the header that names the type it takes."""
+
+
+def check_media_type(method: str, ctype: str | None) -> None:
+    """Refuse (415) a ``method`` body declared as anything but ``application/json``.
+
+    A form, ``text/plain`` or a body with no type at all is what a cross-site
+    page can send without a CORS preflight, riding the victim's session
+    cookie; ``application/json`` cannot be sent so. Parameters (``charset``)
+    are allowed and the media type is case-insensitive (RFC 9110 8.3.1);
+    lookalikes (``application/json-patch+json``) are refused, since SPEC 6
+    takes ``application/json`` only and a JSON Patch body means other things.
+    """
     media = (ctype or "").partition(";")[0].strip().lower()
-    # A form or text/plain body is how a cross-site page posts without a
-    # CORS preflight: refuse it (defense in depth; the host checks CSRF).
-    if ctype is not None and media != "application/json" and not media.endswith("+json"):
+    if media != "application/json":
         raise ApiError(
-            415, "UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json"
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as Content-Type: application/json",
+            headers=((JSON_BODY_METHODS[method], "application/json"),),
         )
 
 

@@ -1,22 +1,25 @@
-"""SPEC section 6: how a change to a key must be asked for, through the management API.
+"""SPEC section 6: who may change a key through the management API, and how they must ask.
 
-On both doors, a POST or PATCH must declare its body as JSON (a form or
-``text/plain`` body, or none, is how a cross-site page writes without a
-CORS preflight). Every refusal is checked against the engine too: a
-refused request must change nothing.
+Two guards, on both doors: a POST or PATCH must declare its body as JSON
+(a form or ``text/plain`` body, or none, is how a cross-site page writes
+without a CORS preflight), and a member who is not an admin may act only on
+the keys they created or own. Every refusal is checked against the engine
+too: a refused request must change nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from keystile import Keystile
 from keystile.stores.base import KeyRecord
 from tests.conftest import PEPPER
-from tests.test_management import CONFIG, Api, assert_error
+from tests.test_management import ADMIN, CONFIG, MEMBER, Api, assert_error
 
+OTHER_MEMBER = "u_2:acme:member"
 BODY = b'{"name": "changed", "scopes": ["results"]}'
 
 
@@ -103,3 +106,85 @@ def test_a_patch_declared_as_json_changes_the_key(api: Api, ctype: str) -> None:
     answer = api("PATCH", query=f"id={key['id']}", content=BODY, content_type=ctype)
     assert answer.status == 200, answer.body
     assert state(api.ks, key["id"]) == ("changed", ("results",), True)
+
+
+# -- ownership: a non-admin acts only on keys they created or own ------------------------
+
+CHANGES = [
+    pytest.param("PATCH", {"name": "mine now"}, id="rename"),
+    pytest.param("PATCH", {"scopes": ["results"]}, id="re-scope"),
+    pytest.param("DELETE", None, id="revoke"),
+]
+
+
+def act(api: Api, method: str, body: Any, key_id: str, session: str) -> Any:
+    return api(method, session=session, query=f"id={key_id}", json=body)
+
+
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_a_member_cannot_change_an_admins_bot_key(api: Api, method: str, body: Any) -> None:
+    key = api.create(session=ADMIN, name="deploy", scopes=["events:read"])
+    assert_error(act(api, method, body, key["id"], MEMBER), 403, "FORBIDDEN")
+    assert state(api.ks, key["id"]) == ("deploy", ("events:read",), True)
+
+
+@pytest.mark.parametrize("kind", ["bot", "user"])
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_a_member_cannot_change_another_members_key(
+    api: Api, method: str, body: Any, kind: str
+) -> None:
+    key = api.create(session=OTHER_MEMBER, name="theirs", scopes=["events:read"], kind=kind)
+    assert_error(act(api, method, body, key["id"], MEMBER), 403, "FORBIDDEN")
+    assert state(api.ks, key["id"]) == ("theirs", ("events:read",), True)
+
+
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_a_member_cannot_change_a_key_with_no_recorded_creator(
+    api: Api, method: str, body: Any
+) -> None:
+    # Made from Python or the CLI without created_by: nobody's own key.
+    key_id = api.ks.keys.create(name="ops", scopes=["events:read"], org="acme").record.id
+    assert_error(act(api, method, body, key_id, MEMBER), 403, "FORBIDDEN")
+    assert state(api.ks, key_id) == ("ops", ("events:read",), True)
+
+
+@pytest.mark.parametrize("kind", ["bot", "user"])
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_a_member_may_change_a_key_they_created(
+    api: Api, method: str, body: Any, kind: str
+) -> None:
+    key = api.create(session=MEMBER, scopes=["events:read"], kind=kind)
+    answer = act(api, method, body, key["id"], MEMBER)
+    assert answer.status == 200, answer.body
+    assert state(api.ks, key["id"]) != (key["name"], ("events:read",), True)
+
+
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_a_member_may_change_a_user_key_they_own_that_an_admin_made(
+    api: Api, method: str, body: Any
+) -> None:
+    made = api.ks.keys.create(
+        name="given", scopes=["events:read"], org="acme", user="u_1", created_by="u_9"
+    )
+    answer = act(api, method, body, made.record.id, MEMBER)
+    assert answer.status == 200, answer.body
+    assert state(api.ks, made.record.id) != ("given", ("events:read",), True)
+
+
+@pytest.mark.parametrize("maker", [MEMBER, OTHER_MEMBER])
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_an_admin_may_change_any_members_key(api: Api, method: str, body: Any, maker: str) -> None:
+    key = api.create(session=maker, scopes=["events:read"], kind="user")
+    answer = act(api, method, body, key["id"], ADMIN)
+    assert answer.status == 200, answer.body
+    assert state(api.ks, key["id"]) != (key["name"], ("events:read",), True)
+
+
+@pytest.mark.parametrize("session", [MEMBER, ADMIN])
+@pytest.mark.parametrize(("method", "body"), CHANGES)
+def test_another_orgs_key_stays_404_for_members_and_admins(
+    api: Api, method: str, body: Any, session: str
+) -> None:
+    key = api.create(session="u_1:globex:member", name="theirs", scopes=["events:read"])
+    assert_error(act(api, method, body, key["id"], session), 404, "NOT_FOUND")
+    assert state(api.ks, key["id"]) == ("theirs", ("events:read",), True)

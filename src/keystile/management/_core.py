@@ -232,11 +232,18 @@ class KeyAPI:
         return Reply(200, {"data": present(record)})
 
     def _own_key(self, target: str, caller: Caller) -> Generator[Effect, Any, KeyRecord]:
+        """The key ``target`` if ``caller`` may change it; the gate of every write to one key."""
         record: KeyRecord = yield KeyCall("get", (target,))
         # Another org's key answers exactly as an unknown one: ids must not
         # be probeable across tenants. Revoked and expired keys are gone too.
         if record.org != caller.org or not record.is_active(self.ks.now()):
             raise KeyNotFound(target)
+        # Only then who may act on it: a 403 here tells nothing the caller's
+        # own org listing does not already show.
+        if not caller.may_change(record):
+            raise ApiError(
+                403, "FORBIDDEN", "only an admin or the key's creator or owner may change it"
+            )
         return record
 
     def _body(

@@ -108,6 +108,17 @@ class Caller:
                 return cls(user, org, is_admin)
         raise TypeError("authenticate() must return (user: str, org: str, is_admin: bool) or None")
 
+    def may_change(self, record: KeyRecord) -> bool:
+        """Whether this caller may change, rotate or revoke ``record`` (a key of their org).
+
+        SPEC 6: an admin acts on every key of the org; a member only on the
+        keys they created (``created_by``) or own (a user key's ``owner``),
+        so a member cannot rename, re-scope or revoke an admin's bot key. A
+        key with no recorded creator (made from Python or the CLI) is nobody's
+        own: only admins may change it.
+        """
+        return self.is_admin or self.user in (record.created_by, record.owner)
+
 
 class ScopeRules:
     """What a caller may grant: known scopes only; patterns and destructive ones for admins.

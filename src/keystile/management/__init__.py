@@ -31,7 +31,9 @@ Security caveat: ``authenticate`` is the only guard. It must check a real
 session *and* CSRF (a token header or a same-site cookie policy), because
 a browser attaches cookies to cross-site requests. It returns ``(user, org,
 is_admin)`` or ``None``; ``org`` confines every operation to that tenant and
-``is_admin`` alone allows wildcard and destructive scopes. If the host also
+``is_admin`` alone allows wildcard and destructive scopes, and changes to
+keys the caller neither created nor owns. POST and PATCH take only
+``Content-Type: application/json`` (415 otherwise). If the host also
 runs ``KeystileMiddleware`` in front of these paths, mark them
 ``public: true`` in the route table, or the middleware will demand a key.
 """

@@ -22,6 +22,7 @@ from keystile._flow import adrive, drive
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound, ServiceUnavailable
 from keystile.lifecycle import check_name
 from keystile.management._input import (
+    JSON_BODY_METHODS,
     NOT_FOUND,
     ApiError,
     ApiRequest,
@@ -138,6 +139,10 @@ class KeyAPI:
             )
             return Refusal(401, "UNAUTHORIZED", message)
         try:
+            if request.method in JSON_BODY_METHODS:
+                # Every POST and PATCH, whichever operation it names, before
+                # any body is read or key looked up: see check_media_type.
+                check_media_type(request.method, request.content_type)
             if request.method == "GET":
                 records = yield KeyCall("list", (caller.org,))
                 return Reply(200, {"data": [present(r) for r in records]})
@@ -227,17 +232,23 @@ class KeyAPI:
         return Reply(200, {"data": present(record)})
 
     def _own_key(self, target: str, caller: Caller) -> Generator[Effect, Any, KeyRecord]:
+        """The key ``target`` if ``caller`` may change it; the gate of every write to one key."""
         record: KeyRecord = yield KeyCall("get", (target,))
         # Another org's key answers exactly as an unknown one: ids must not
         # be probeable across tenants. Revoked and expired keys are gone too.
         if record.org != caller.org or not record.is_active(self.ks.now()):
             raise KeyNotFound(target)
+        # Only then who may act on it: a 403 here tells nothing the caller's
+        # own org listing does not already show.
+        if not caller.may_change(record):
+            raise ApiError(
+                403, "FORBIDDEN", "only an admin or the key's creator or owner may change it"
+            )
         return record
 
     def _body(
         self, request: ApiRequest, allowed: frozenset[str]
     ) -> Generator[Effect, Any, dict[str, Any]]:
-        check_media_type(request.content_type)  # before reading a byte of the body
         raw: bytes = yield ReadBody(MAX_BODY)
         return parse_object(raw, allowed, _CREATE_FIELDS)
 

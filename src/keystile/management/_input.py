@@ -8,7 +8,7 @@ spells it; and a stored key becomes the JSON the API shows here, once.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +18,7 @@ from keystile.scopes import ScopePolicy, is_pattern, is_well_formed
 from keystile.stores.base import KeyRecord
 
 __all__ = [
+    "JSON_BODY_METHODS",
     "NOT_FOUND",
     "PATH_NOT_FOUND",
     "ApiError",
@@ -107,6 +108,17 @@ class Caller:
                 return cls(user, org, is_admin)
         raise TypeError("authenticate() must return (user: str, org: str, is_admin: bool) or None")
 
+    def may_change(self, record: KeyRecord) -> bool:
+        """Whether this caller may change, rotate or revoke ``record`` (a key of their org).
+
+        SPEC 6: an admin acts on every key of the org; a member only on the
+        keys they created (``created_by``) or own (a user key's ``owner``),
+        so a member cannot rename, re-scope or revoke an admin's bot key. A
+        key with no recorded creator (made from Python or the CLI) is nobody's
+        own: only admins may change it.
+        """
+        return self.is_admin or self.user in (record.created_by, record.owner)
+
 
 class ScopeRules:
     """What a caller may grant: known scopes only; patterns and destructive ones for admins.
@@ -155,13 +167,27 @@ class ScopeRules:
         return action in self._actions if resource == "*" else resource in self._resources
 
 
-def check_media_type(ctype: str | None) -> None:
+JSON_BODY_METHODS: Mapping[str, str] = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}
+"""The methods that carry a JSON body, each with the header that names the type it takes."""
+
+
+def check_media_type(method: str, ctype: str | None) -> None:
+    """Refuse (415) a ``method`` body declared as anything but ``application/json``.
+
+    A form, ``text/plain`` or a body with no type at all is what a cross-site
+    page can send without a CORS preflight, riding the victim's session
+    cookie; ``application/json`` cannot be sent so. Parameters (``charset``)
+    are allowed and the media type is case-insensitive (RFC 9110 8.3.1);
+    lookalikes (``application/json-patch+json``) are refused, since SPEC 6
+    takes ``application/json`` only and a JSON Patch body means other things.
+    """
     media = (ctype or "").partition(";")[0].strip().lower()
-    # A form or text/plain body is how a cross-site page posts without a
-    # CORS preflight: refuse it (defense in depth; the host checks CSRF).
-    if ctype is not None and media != "application/json" and not media.endswith("+json"):
+    if media != "application/json":
         raise ApiError(
-            415, "UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json"
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as Content-Type: application/json",
+            headers=((JSON_BODY_METHODS[method], "application/json"),),
         )
 
 

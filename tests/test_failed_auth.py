@@ -391,3 +391,18 @@ def test_trusted_proxies_take_cidrs_and_unix(tmp_path: Any, entries: list[str], 
     else:
         with pytest.raises(ConfigError, match=r"keystile\.yaml:3"):
             load_config(path)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_unit_given_back_leaves_no_bucket_behind(strategy: str) -> None:
+    from keystile._memory_limiter import MemoryLimiter
+    from keystile.limiting import LimitCall, LimitSpec, parse_limits
+
+    limiter = MemoryLimiter(strategy, clock=lambda: 1000.0)
+    (item,) = parse_limits("3/minute")
+    auth = (LimitSpec(item, "auth:10.0.0.1", "failed_auth"),)
+    assert limiter.hit_all(LimitCall(auth)).states[0].remaining == 2
+    assert limiter.hit_all(LimitCall((), refund=auth)).admitted
+    # Nothing left to count: the bucket is gone, so a guard on it is one dict lookup.
+    assert "buckets=0" in repr(limiter)
+    assert limiter.hit_all(LimitCall(auth, peek=True)).states[0].remaining == 3

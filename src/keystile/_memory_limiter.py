@@ -120,7 +120,11 @@ class MemoryLimiter:
         return LimitResult(False, tuple(states), guarded=True)
 
     def _give_back(self, specs: tuple[LimitSpec, ...], now: float) -> None:
-        """Take one request off each limit (the newest hit), if it still counts any."""
+        """Take one request off each limit (the newest hit), if it still counts any.
+
+        A bucket left with nothing in it goes, so that a guard on it costs
+        a dict lookup again (``_guard``'s fast path).
+        """
         buckets = self._buckets
         for spec in specs:
             bucket = buckets.get(spec.counter)
@@ -128,9 +132,11 @@ class MemoryLimiter:
                 continue
             if self.strategy == "moving-window":
                 bucket.pop()  # newest last
+                empty = not bucket
             elif self.strategy == "fixed-window":
                 if bucket[0] > now and bucket[1] > 0:
                     bucket[1] -= 1
+                empty = bucket[1] <= 0
             else:  # sliding window counter: [window_start, previous, current]
                 ((_, state, _, _),) = self._sliding_look((spec,), now)
                 if state[2] > 0:
@@ -138,6 +144,10 @@ class MemoryLimiter:
                 elif state[1] > 0:
                     state[1] -= 1
                 buckets[spec.counter] = state
+                empty = state[1] <= 0 and state[2] <= 0
+            if empty:
+                del buckets[spec.counter]
+                self._expires.pop(spec.counter, None)
 
     def close(self) -> None:
         pass

@@ -92,6 +92,13 @@ SECTIONS: tuple[Section, ...] = (
                 "How long an unknown key is "
                 "remembered as unknown, so a flood of bad keys does not reach the store.",
             ),
+            Entry(
+                "cache.negative_size",
+                "negative_cache_size",
+                "At most this many unknown keys are remembered, apart from "
+                "the known ones: a flood of random keys turns these over and never pushes a "
+                "verified key out of `cache.size` (`0` turns off remembering unknown keys).",
+            ),
             _d(
                 "store_timeout",
                 "store_timeout",

@@ -102,7 +102,10 @@ class Keystile:
             for name, t in cfg.key_types.items()
         }
         self.cache = KeyCache(
-            cfg.cache_ttl, negative_ttl=cfg.negative_cache_ttl, size=cfg.cache_size
+            cfg.cache_ttl,
+            negative_ttl=cfg.negative_cache_ttl,
+            size=cfg.cache_size,
+            negative_size=cfg.negative_cache_size,
         )
         if store is None and is_memory_url(cfg.store):
             store = MemoryKeyStore(cfg.store)  # one store for sync and async callers

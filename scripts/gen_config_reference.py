@@ -212,7 +212,9 @@ SECTIONS: tuple[Section, ...] = (
             Entry(
                 "max_scopes",
                 "max_scopes",
-                "A ceiling on the scopes such a key may hold; empty means none.",
+                "A ceiling on what such a key may grant, `implies` included "
+                "(see [ceilings](../guides/scopes.md#ceilings-what-a-key-type-may-ever-hold)), "
+                "checked on every create and update; empty means none.",
             ),
             Entry(
                 "origin_bound",

@@ -92,6 +92,13 @@ SECTIONS: tuple[Section, ...] = (
                 "How long an unknown key is "
                 "remembered as unknown, so a flood of bad keys does not reach the store.",
             ),
+            Entry(
+                "cache.negative_size",
+                "negative_cache_size",
+                "At most this many unknown keys are remembered, apart from "
+                "the known ones: a flood of random keys turns these over and never pushes a "
+                "verified key out of `cache.size` (`0` turns off remembering unknown keys).",
+            ),
             _d(
                 "store_timeout",
                 "store_timeout",
@@ -206,7 +213,9 @@ SECTIONS: tuple[Section, ...] = (
             Entry(
                 "max_scopes",
                 "max_scopes",
-                "A ceiling on the scopes such a key may hold; empty means none.",
+                "A ceiling on what such a key may grant, `implies` included "
+                "(see [ceilings](../guides/scopes.md#ceilings-what-a-key-type-may-ever-hold)), "
+                "checked on every create and update; empty means none.",
             ),
             Entry(
                 "origin_bound",

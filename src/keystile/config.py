@@ -173,6 +173,7 @@ class Config:
     cache_ttl: float = 2.0
     cache_size: int = 10000
     negative_cache_ttl: float = 0.5
+    negative_cache_size: int = 1000
     store_timeout: float = 1.0
     trusted_proxies: tuple[Network, ...] = ()
     # ``unix`` in ``trusted_proxies``: a peer with no address (a Unix socket,
@@ -241,7 +242,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
     if not credentials:
         raise top.fail("credentials", "must name at least one place to read a key from")
     cache = top.sub("cache")
-    cache.only(("ttl", "size", "negative_ttl"))
+    cache.only(("ttl", "size", "negative_ttl", "negative_size"))
     scopes = _scopes(top.sub("scopes"))
     return Config(
         store=store,
@@ -252,6 +253,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         negative_cache_ttl=cache.duration(
             "negative_ttl", Config.negative_cache_ttl, positive=False
         ),
+        negative_cache_size=cache.integer("negative_size", Config.negative_cache_size, minimum=0),
         store_timeout=top.duration("store_timeout", Config.store_timeout, positive=True),
         trusted_proxies=_networks(top),
         trust_unix_socket=any(item == "unix" for item, _ in top.items("trusted_proxies")),

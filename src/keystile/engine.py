@@ -102,7 +102,10 @@ class Keystile:
             for name, t in cfg.key_types.items()
         }
         self.cache = KeyCache(
-            cfg.cache_ttl, negative_ttl=cfg.negative_cache_ttl, size=cfg.cache_size
+            cfg.cache_ttl,
+            negative_ttl=cfg.negative_cache_ttl,
+            size=cfg.cache_size,
+            negative_size=cfg.negative_cache_size,
         )
         if store is None and is_memory_url(cfg.store):
             store = MemoryKeyStore(cfg.store)  # one store for sync and async callers
@@ -196,8 +199,17 @@ class Keystile:
             return context
         if len(self._contexts) >= self.config.cache_size:
             self._contexts.clear()
-        principal = Principal.of(record, self.scopes, self.grants_of(record.scopes))
-        origin_bound = self.config.key_types[record.type].origin_bound
+        key_type = self.config.key_types[record.type]
+        grants = self.grants_of(record.scopes)
+        principal = Principal.of(record, self.scopes, grants)
+        if key_type.max_scopes:
+            # Defence in depth for rows past the ceiling (written before it was
+            # enforced, or by hand): the key gets only what both grant.
+            clamped = self.scopes.clamp(grants, key_type.max_scopes)
+            if clamped is not grants:
+                kept = tuple(s for s in record.scopes if self.scopes.grants(clamped, s))
+                principal = Principal.of(record.replace(scopes=kept), self.scopes, clamped)
+        origin_bound = key_type.origin_bound
         context = self._contexts[id(record)] = KeyContext(record, principal, origin_bound)
         return context
 

@@ -275,11 +275,7 @@ class KeyManager:
                 field="plan",
             )
         type_cfg = cfg.key_types[type]
-        if type_cfg.max_scopes:
-            ceiling = ks.scopes.expand(type_cfg.max_scopes)
-            over = [s for s in granted if not ks.scopes.grants(ceiling, s)]
-            if over:
-                raise KeyInputError(f"{type} keys may not hold {', '.join(over)}", field="scopes")
+        self._check_ceiling(type, granted)
         origins = check_origins(allowed_origins)
         if type_cfg.origin_bound and not origins:
             raise KeyInputError(f"{type} keys need allowed_origins", field="allowed_origins")
@@ -310,6 +306,29 @@ class KeyManager:
             expires_at=None if days is None else now + timedelta(days=days),
         )
         return secret, record
+
+    def _check_ceiling(self, key_type: str, scopes: Sequence[str]) -> None:
+        """Refuse scopes whose effective grant passes the key type's ``max_scopes``.
+
+        The one check behind every way scopes are set (create, import and
+        update; from Python, the CLI and the management API), so no door
+        can skip it. ``implies`` counts: ``reports:read`` implying
+        ``reports:export`` is past a ``*:read`` ceiling.
+        """
+        type_cfg = self._ks.config.key_types.get(key_type)
+        if type_cfg is None or not type_cfg.max_scopes:
+            return
+        over = self._ks.scopes.over_ceiling(scopes, type_cfg.max_scopes)
+        if over:
+            named = []
+            for scope, reached in over.items():
+                more = [g for g in reached if g != scope]
+                named.append(f"{scope} (which grants {', '.join(more)})" if more else scope)
+            raise KeyInputError(
+                f"{key_type} keys may hold at most {', '.join(type_cfg.max_scopes)}; "
+                f"not {'; '.join(named)}",
+                field="scopes",
+            )
 
     def _create(self, name: Any, **options: Any) -> Flow[NewKey]:
         secret, record = self._build(name, **options)
@@ -360,6 +379,9 @@ class KeyManager:
         current = yield from self._get(key_id)
         if not current.is_active(self._ks.now()):
             raise KeyNotFound(f"key {key_id!r} is revoked or expired")
+        if "scopes" in values:
+            # Before the store call: a refused update changes nothing.
+            self._check_ceiling(current.type, values["scopes"])
         record: KeyRecord = yield StoreCall("update", (key_id, values))
         self._ks.forget(record)
         event = "key.scopes_changed" if "scopes" in values else "key.updated"

@@ -24,6 +24,7 @@ Usage::
                          destructive=["servers:delete"])
     closure = policy.expand(principal_scopes)          # once per verified key
     policy.missing(closure, ["events:read"], [])        # () means authorized
+    policy.over_ceiling(["events:write"], ["*:read"])   # what passes a key type's max_scopes
 
 Security caveat: :meth:`ScopePolicy.grants` expects ``required`` to be a
 concrete scope (the config refuses wildcards in a route's requirements); a
@@ -217,6 +218,76 @@ class ScopePolicy:
         """
         closure = self._implied.get(scope, frozenset((scope,))) | {scope}
         return WILDCARD in closure or not closure.isdisjoint(self._destructive)
+
+    def over_ceiling(
+        self, granted: Iterable[str], ceiling: Iterable[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """Each scope of ``granted`` whose effective grant reaches past ``ceiling``.
+
+        A key type's ``max_scopes`` bounds what the key can *do*, so the test
+        is on effective grants: each granted scope with all that ``implies``
+        adds to it, wildcards included, against the ceiling's own closure
+        (a key holding exactly ``max_scopes`` is within it). The answer maps
+        the offending scope, as given, to the grants it reaches outside the
+        ceiling, sorted; ``{}`` means within. Used by the key lifecycle on
+        every create and update, whichever door the scopes came through.
+        """
+        bound = self.expand(ceiling)
+        over: dict[str, tuple[str, ...]] = {}
+        for scope in granted:
+            outside = sorted(g for g in self.expand((scope,)) if not self._covers(bound, g))
+            if outside:
+                over[scope] = tuple(outside)
+        return over
+
+    def clamp(self, granted_closure: frozenset[str], ceiling: Iterable[str]) -> frozenset[str]:
+        """The part of a closure that ``ceiling`` also grants.
+
+        A scope is granted by the result exactly when both the closure and the
+        ceiling's closure grant it. Keys are refused past their ceiling when
+        scopes are set, but a row written before that check (or by hand)
+        could still be past it; the engine clamps once per cached key, so a
+        request never gets more than the ceiling either. The closure comes
+        back unchanged (the same object) when it is already within.
+        """
+        bound = self.expand(ceiling)
+        if all(self._covers(bound, g) for g in granted_closure):
+            return granted_closure
+        out: set[str] = set()
+        for held in granted_closure:
+            for allowed in bound:
+                both = self._meet(held, allowed)
+                if both is not None:
+                    out.add(both)
+        return frozenset(out)
+
+    def _covers(self, bound: frozenset[str], scope: str) -> bool:
+        # Whether every scope that `scope` grants is granted by `bound`. A
+        # pattern grants scopes the config may add later, so only the same
+        # pattern or `*` covers it: `*:read` covers neither `*` nor `events:*`.
+        if not is_pattern(scope):
+            return self.grants(bound, scope)
+        return WILDCARD in bound or (scope != WILDCARD and scope in bound)
+
+    def _meet(self, a: str, b: str) -> str | None:
+        # The one scope (or pattern) granting exactly what both `a` and `b` grant.
+        if a == b or b == WILDCARD:
+            return a
+        if a == WILDCARD:
+            return b
+        if not is_pattern(a):
+            return a if self.grants(frozenset((b,)), a) else None
+        if not is_pattern(b):
+            return b if self.grants(frozenset((a,)), b) else None
+        # Two distinct patterns meet only as `resource:*` with `*:action`, in
+        # one scope that is not granted if destructive (neither pattern grants one).
+        if a.endswith(":*") and b.startswith("*:"):
+            both = f"{a[:-2]}:{b[2:]}"
+        elif b.endswith(":*") and a.startswith("*:"):
+            both = f"{b[:-2]}:{a[2:]}"
+        else:
+            return None
+        return None if both in self._destructive else both
 
     def _expand_preset(self, entries: Iterable[str]) -> tuple[str, ...]:
         # A preset is a convenience for minting keys; letting it carry a

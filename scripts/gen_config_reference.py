@@ -136,6 +136,7 @@ SECTIONS: tuple[Section, ...] = (
                 "upgraded). See [Migrating](../guides/migrating.md).",
             ),
             Entry("audit", "audit", "See [audit](#audit)."),
+            Entry("usage", "usage", "See [usage](#usage)."),
         ),
         internal=("source", "route_table", "scope_policy", "trust_unix_socket"),
     ),
@@ -292,7 +293,12 @@ SECTIONS: tuple[Section, ...] = (
         "Where audit events go (callbacks are added in Python: `ks.audit.subscribe`).",
         (
             Entry("log", "log", "Log each event (never a secret)."),
-            Entry("store", "store", "Write events to the SQL store's audit table."),
+            Entry(
+                "store",
+                "store",
+                "Keep events in the key store (its audit table; memory:// too), "
+                "where `ks.audit.events` and the management API read them back.",
+            ),
             Entry(
                 "webhook.url",
                 "webhook_url",
@@ -313,6 +319,21 @@ SECTIONS: tuple[Section, ...] = (
             ),
         ),
     ),
+    Section(
+        "usage",
+        "usage",
+        schema.UsageConfig,
+        "Per-key request counts by day, route and status, kept in the process and "
+        "written behind with `last_used_at`; see [Usage and audit](../usage.md).",
+        (
+            Entry("enabled", "enabled", "Count requests per key (`false` turns counting off)."),
+            _d(
+                "retention",
+                "retention",
+                "Rows older than this are deleted at each flush; at least `1d`.",
+            ),
+        ),
+    ),
 )
 
 # How annotations (strings, under `from __future__ import annotations`) read in YAML.
@@ -328,6 +349,7 @@ TYPES = {
     "Mapping[str, str]": "mapping: name → limit",
     "Mapping[str, tuple[str, ...]]": "mapping: name → list of scopes",
     "LimiterConfig": "mapping",
+    "UsageConfig": "mapping",
     "LimitsConfig": "mapping",
     "ScopesConfig": "mapping",
     "AuditConfig": "mapping",

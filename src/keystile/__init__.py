@@ -14,6 +14,7 @@ from keystile.errors import (
 )
 from keystile.lifecycle import NewKey
 from keystile.pipeline import Principal
+from keystile.usage import UsageDay
 
 __all__ = [
     "ConfigError",
@@ -27,5 +28,6 @@ __all__ = [
     "Principal",
     "ServiceUnavailable",
     "StoreUnavailable",
+    "UsageDay",
     "__version__",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keystile.engine import Keystile, engine_for
-from keystile.pipeline import Refusal
+from keystile.pipeline import Refusal, route_of
 from keystile.responses import render_refusal
 from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
 
@@ -111,15 +111,23 @@ class KeystileMiddleware:
             )
         if decision.strip_embed_token:
             scope = _without_embed_token(scope)
-        if not decision.headers or kind != "http":
+        principal = decision.principal
+        count = principal is not None and self.ks.counting
+        if kind != "http" or not (decision.headers or count):
+            if count and principal is not None:  # a websocket: counted as admitted
+                self.ks.count_use(principal.id, route_of(decision), 101)
             await self.app(scope, receive, send)
             return
         extra = [(_header_name(n), v.encode("latin-1")) for n, v in decision.headers]
+        ks = self.ks
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *extra]
+                if count and principal is not None:
+                    ks.count_use(principal.id, route_of(decision), message["status"])
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from keystile.config import AuditConfig
@@ -90,8 +90,12 @@ class Auditor:
         config: AuditConfig,
         *,
         store_writer: Callable[[list[AuditEvent]], None] | None = None,
+        store_reader: Callable[..., list[AuditEvent]] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
+        self._store_reader = store_reader
+        self._clock = clock
         self._callbacks: list[Callable[[AuditEvent], None]] = []
         self._store_writer = store_writer if config.store else None
         self._webhook_secret = b""
@@ -219,6 +223,35 @@ class Auditor:
             self.config.webhook_retries + 1,
             type(reason).__name__,
         )
+
+    def events(
+        self,
+        org: str | None = None,
+        key_id: str | None = None,
+        days: int = 7,
+        *,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """The audit trail kept in the key store, newest first, never a secret.
+
+        ``org`` and ``key_id`` narrow it; ``days`` looks back that many days
+        (1 to 366). Events still queued for the store are written first.
+        Needs ``audit.store`` (on by default).
+        """
+        from keystile.errors import KeyInputError
+        from keystile.usage import check_usage_days
+
+        days = check_usage_days(days)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise KeyInputError("limit must be a positive whole number", field="limit")
+        if self._store_writer is None or self._store_reader is None:
+            raise KeyInputError(
+                "the audit trail is not kept in the key store (audit.store is false)",
+                field="audit.store",
+            )
+        self.flush()
+        now = self._clock() if self._clock is not None else datetime.now(timezone.utc)
+        return self._store_reader(org, key_id, now - timedelta(days=days), limit)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (up to ``timeout``) until queued events are delivered or given up."""

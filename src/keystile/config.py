@@ -48,6 +48,7 @@ __all__ = [
     "LimitsConfig",
     "RouteConfig",
     "ScopesConfig",
+    "UsageConfig",
     "load_config",
     "parse_duration",
 ]
@@ -58,7 +59,7 @@ _ALPHABETS = {"base62": 62, "hex": 16}
 # fmt: off
 _TOP_KEYS = ("store", "pepper_env", "credentials", "cache", "store_timeout", "trusted_proxies",
              "limiter", "limits", "key_types", "scopes", "routes", "default", "errors",
-             "imported_keys", "audit")
+             "imported_keys", "audit", "usage")
 # fmt: on
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
@@ -111,11 +112,21 @@ _DEFAULT_PRESETS: dict[str, tuple[str, ...]] = {"read-only": ("*:read",), "full"
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    """Per-key request counts (SPEC section 8): kept in the process, written behind."""
+
+    enabled: bool = True
+    retention: float = 90 * 86400.0  # seconds; rows older than this go at each flush
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """Where audit events go (see :mod:`keystile.audit`); callbacks are added in Python."""
 
     log: bool = True
-    store: bool = False
+    # Kept in the key store by default (memory:// included), so that
+    # ``ks.audit.events`` and the management API can read the trail back.
+    store: bool = True
     webhook_url: str | None = None
     webhook_secret_env: str = "KEYSTILE_WEBHOOK_SECRET"
     webhook_timeout: float = 2.0
@@ -192,6 +203,7 @@ class Config:
     # their own passlib hash once, then upgraded to keystile's digest).
     imported_keys: bool = False
     audit: AuditConfig = field(default_factory=AuditConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
     source: str | None = None
     route_table: RouteTable = field(init=False, compare=False, repr=False)
     scope_policy: ScopePolicy = field(init=False, compare=False, repr=False)
@@ -266,6 +278,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
         errors=top.text("errors", Config.errors, ("json", "problem")),
         imported_keys=top.flag("imported_keys", Config.imported_keys),
         audit=_audit(top.sub("audit")),
+        usage=_usage(top.sub("usage")),
         source=file,
     )
 
@@ -313,6 +326,14 @@ def _audit(sec: Section) -> AuditConfig:
         webhook_retries=hook.integer("retries", AuditConfig.webhook_retries, minimum=0),
         queue_size=sec.integer("queue_size", AuditConfig.queue_size, minimum=1),
     )
+
+
+def _usage(sec: Section) -> UsageConfig:
+    sec.only(("enabled", "retention"))
+    retention = sec.duration("retention", UsageConfig.retention, positive=True)
+    if retention < 86400:
+        raise sec.fail("retention", "must be at least a day (1d), as counts are kept per day")
+    return UsageConfig(enabled=sec.flag("enabled", UsageConfig.enabled), retention=retention)
 
 
 def _limiter(sec: Section) -> LimiterConfig:

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from keystile.engine import Keystile
-from keystile.pipeline import Refusal
+from keystile.pipeline import Refusal, route_of
 from keystile.responses import render_refusal
 from keystile.wsgi import ENVIRON_KEY, view_from_environ
 
@@ -66,4 +66,6 @@ class KeystileMiddleware:
         response = self.get_response(request)
         for name, value in decision.headers:
             response[name] = value
+        if decision.principal is not None and self.ks.counting:
+            self.ks.count_use(decision.principal.id, route_of(decision), response.status_code)
         return response

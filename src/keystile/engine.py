@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
 from keystile.limiting import LimitCall, specs_for_key
 from keystile.pipeline import (
+    UNMATCHED,
     Decision,
     KeyContext,
     Principal,
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["Keystile"]
 
 logger = logging.getLogger("keystile")
+
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # usage days count from here (UTC)
 
 MIN_PEPPER_BYTES = 16
 
@@ -121,7 +124,12 @@ class Keystile:
         self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
-        self.audit = Auditor(cfg.audit, store_writer=self._write_audit)
+        self.audit = Auditor(
+            cfg.audit,
+            store_writer=self._write_audit,
+            store_reader=lambda *args: self.store.execute("audit_events", *args),
+            clock=clock,
+        )
         # event -> (monotonic time of the last report, requests since): see pipeline
         self.outages: dict[str, tuple[float, int]] = {}
         # Set by keystile.metrics.install (the optional Prometheus extra).
@@ -130,7 +138,13 @@ class Keystile:
         scheme = cfg.limiter.storage.split("://", 1)[0].lower().removeprefix("async+")
         if scheme in REDIS_SCHEMES:
             self.invalidator = Invalidator(cfg.limiter.storage, self.cache)
-        self._last_used = LastUsed(lambda pending: self.store.execute("touch", pending))
+        # Usage counts ride with last_used_at: one buffer, one timer, one flush.
+        self.counting = cfg.usage.enabled
+        self._last_used = LastUsed(
+            lambda pending: self.store.execute("touch", pending),
+            write_counts=self._write_counts if self.counting else None,
+        )
+        self._fixed_clock = clock is utcnow  # then a day number needs no datetime
         self._closed = False
         self._limiter: Limiter | None = None
         self._imports: Any = None
@@ -398,6 +412,8 @@ class Keystile:
         if self.metrics is not None:
             self.metrics.observe_decision(decision)
         if isinstance(decision, Refusal) and decision.status in (401, 403, 429):
+            if decision.key_id is not None and self.counting:
+                self.count_use(decision.key_id, decision.route or UNMATCHED, decision.status)
             self.audit.record(
                 AuditEvent(
                     "request.refused",
@@ -423,8 +439,24 @@ class Keystile:
         """Remember that a key was used; written to the store in batches."""
         self._last_used.note(key_id, self.now() if when is None else when)
 
+    def count_use(self, key_id: str, route: str, status: int) -> None:
+        """Add one request of ``key_id`` on ``route`` answered ``status`` (SPEC section 8).
+
+        A dict increment; the count reaches the store with the next flush.
+        """
+        if self._fixed_clock:
+            day = int(time.time() // 86400)
+        else:
+            day = self.now().date().toordinal() - EPOCH_ORDINAL
+        self._last_used.count((key_id, day, route, status))
+
+    def _write_counts(self, counts: dict[tuple[str, int, str, int], int]) -> None:
+        today = self.now().date().toordinal() - EPOCH_ORDINAL
+        keep_days = int(self.config.usage.retention // 86400)
+        self.store.execute("add_usage", counts, today - keep_days + 1)
+
     def flush(self) -> None:
-        """Write pending ``last_used_at`` values now (one batched statement)."""
+        """Write pending ``last_used_at`` values and usage counts now (batched statements)."""
         self._last_used.flush()
 
     # -- lifecycle ----------------------------------------------------------------------

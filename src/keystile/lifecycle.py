@@ -23,6 +23,7 @@ from keystile._flow import adrive, drive
 from keystile.errors import KeyInputError, KeyNotFound
 from keystile.scopes import is_well_formed
 from keystile.stores.base import KeyRecord, StoreCall, freeze
+from keystile.usage import UsageDay, check_usage_days, totals_flow, usage_flow
 
 if TYPE_CHECKING:
     from keystile.engine import Keystile
@@ -235,6 +236,39 @@ class KeyManager:
     async def arevoke_user(self, *, org: str, user: str) -> KeyList[str]:
         return await self._arun(self._revoke_user(org, user))
 
+    def list_all(self, org: str | None = None) -> KeyList[KeyRecord]:
+        """Every key of ``org``, revoked and expired ones too, oldest first."""
+        return self._run(self._list_all(org))
+
+    async def alist_all(self, org: str | None = None) -> KeyList[KeyRecord]:
+        return await self._arun(self._list_all(org))
+
+    def usage(self, key_id: str, days: int = 30) -> KeyList[UsageDay]:
+        """A key's requests per UTC day, oldest first, one entry a day (zeros too).
+
+        Counts are written behind; this process's are flushed first, other
+        processes' arrive with their next flush (every 30 s, and at exit).
+        """
+        days = check_usage_days(days)
+        self._ks.flush()
+        return self._run(usage_flow(key_id, days, self._ks.now()))
+
+    async def ausage(self, key_id: str, days: int = 30) -> KeyList[UsageDay]:
+        days = check_usage_days(days)
+        await _flushed(self._ks)
+        return await self._arun(usage_flow(key_id, days, self._ks.now()))
+
+    def usage_totals(self, org: str | None = None, days: int = 30) -> dict[str, int]:
+        """Requests per key over the last ``days``: every active key of ``org``, 0 if unused."""
+        days = check_usage_days(days)
+        self._ks.flush()
+        return self._run(totals_flow(org, days, self._ks.now()))
+
+    async def ausage_totals(self, org: str | None = None, days: int = 30) -> dict[str, int]:
+        days = check_usage_days(days)
+        await _flushed(self._ks)
+        return await self._arun(totals_flow(org, days, self._ks.now()))
+
     def import_key(self, name: str, *, hash: str, lookup_prefix: str, **options: Any) -> KeyRecord:
         return self._run(self._import(name, hash, lookup_prefix, **options))
 
@@ -355,6 +389,10 @@ class KeyManager:
         records: KeyList[KeyRecord] = yield StoreCall("list", (org, self._ks.now()))
         return records
 
+    def _list_all(self, org: str | None) -> Flow[KeyList[KeyRecord]]:
+        records: KeyList[KeyRecord] = yield StoreCall("list_all", (org,))
+        return records
+
     def _get(self, key_id: str) -> Flow[KeyRecord]:
         record: KeyRecord | None = yield StoreCall("get", (key_id,))
         if record is None:
@@ -441,3 +479,10 @@ class KeyManager:
         self._ks.forget(updated)
         self._ks.emit("key.rotated", new, reason=f"from {old.id}")
         return NewKey(secret, new)
+
+
+async def _flushed(engine: Keystile) -> None:
+    """Write this process's pending counts without blocking the event loop."""
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(engine.flush)

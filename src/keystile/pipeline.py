@@ -46,12 +46,23 @@ from keystile.stores.base import KeyRecord, StoreCall
 if TYPE_CHECKING:
     from keystile.engine import Keystile
 
-__all__ = ["Admit", "Decision", "KeyContext", "Principal", "Refusal", "VerifyImported", "decide"]
+__all__ = [
+    "UNMATCHED",
+    "Admit",
+    "Decision",
+    "KeyContext",
+    "Principal",
+    "Refusal",
+    "VerifyImported",
+    "decide",
+    "route_of",
+]
 
 logger = logging.getLogger("keystile")
 
 STORE_RETRY_AFTER = 5
 TOO_MANY_FAILURES = "too many failed authentication attempts"
+UNMATCHED = "(unmatched)"  # the route of a request no rule matched, in usage counts
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,12 @@ class Admit:
     route: RouteMatch | None = None
 
 
+def route_of(decision: Admit) -> str:
+    """The pattern of the rule that admitted a request, for usage counts."""
+    match = decision.route
+    return match.rule.path if match is not None else UNMATCHED
+
+
 @dataclass(slots=True)
 class KeyContext:
     """What the pipeline works out from one key record, once per record.
@@ -148,10 +165,12 @@ class Refusal:
     message: str
     headers: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
-    # For the audit trail, when the key was identified; never in the body.
+    # For the audit trail and usage counts, when the key was identified;
+    # never in the body.
     key_id: str | None = None
     org: str | None = None
     key_prefix: str | None = None
+    route: str | None = None  # the matched rule's pattern
 
 
 Decision = Admit | Refusal
@@ -277,10 +296,14 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         # One message for unknown keys and bad checksums alike.
         return (yield from _unauthorized(ks, auth, "invalid API key", spent=spent))
     now = ks.now()
+    gone = None
     if record.revoked_at is not None:
-        return (yield from _unauthorized(ks, auth, "API key has been revoked", spent=spent))
-    if record.expires_at is not None and record.expires_at <= now:
-        return (yield from _unauthorized(ks, auth, "API key has expired", spent=spent))
+        gone = "API key has been revoked"
+    elif record.expires_at is not None and record.expires_at <= now:
+        gone = "API key has expired"
+    if gone is not None:
+        refusal = yield from _unauthorized(ks, auth, gone, spent=spent)
+        return _of_key(refusal, record, match) if refusal.status == 401 else refusal
     # The key is valid: the unit spent on its lookup comes back; a key the
     # cache answered for instead makes sure its address has budget left.
     refund = auth if spent is not None else ()
@@ -294,7 +317,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
             limited, _ = yield from _count(ks, check, TOO_MANY_FAILURES)
             if limited is not None and limited.status == 429:
                 refusal = limited
-        return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
+        return _of_key(refusal, record, match)
 
     # 11. Limits, all or nothing.
     headers: Sequence[tuple[str, str]] = ()
@@ -304,13 +327,19 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     if not call.empty:
         refusal, result = yield from _count(ks, call, "rate limit exceeded")
         if refusal is not None:
-            return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix)
+            return _of_key(refusal, record, match)
         if result is not None and result.states:  # None: on_error open let it through
             headers = rate_limit_headers(result, cfg.limiter.headers)
 
     # 12. The app runs with the principal.
     ks.note_use(record.id, now)
     return Admit(context.principal, headers, credential.source.startswith("embed-"), match)
+
+
+def _of_key(refusal: Refusal, record: KeyRecord, match: RouteMatch | None) -> Refusal:
+    """``refusal``, marked with the key it refused (for the audit trail and usage)."""
+    route = match.rule.path if match is not None else UNMATCHED
+    return replace(refusal, key_id=record.id, org=record.org, key_prefix=record.prefix, route=route)
 
 
 def _key_refusal(

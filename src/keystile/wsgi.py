@@ -16,7 +16,7 @@ from typing import Any
 
 from keystile.asgi import _warn_memory_limiter
 from keystile.engine import Keystile, engine_for
-from keystile.pipeline import Refusal
+from keystile.pipeline import Refusal, route_of
 from keystile.responses import render_refusal
 from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
 
@@ -130,12 +130,24 @@ class KeystileMiddleware:
             ).decode("latin-1")
             environ.pop("HTTP_X_EMBED_TOKEN", None)
         extra = decision.headers
-        if not extra:
+        principal = decision.principal
+        count = principal is not None and self.ks.counting
+        if not (extra or count):
             return self.app(environ, start_response)
+        ks = self.ks
 
         def start_with_headers(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
-            return start_response(status, [*headers, *extra], exc_info)
+            if count and principal is not None:
+                ks.count_use(principal.id, route_of(decision), _status_code(status))
+            return start_response(status, [*headers, *extra] if extra else headers, exc_info)
 
         return self.app(environ, start_with_headers)
+
+
+def _status_code(line: str) -> int:
+    try:
+        return int(line[:3])
+    except ValueError:  # a malformed status line: the server will refuse it anyway
+        return 500

@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from keystile.errors import StoreUnavailable
-from keystile.stores._sql_schema import OPS
+from keystile.stores._sql_usage import OPS
 
 __all__ = ["READ_ONLY", "Call", "current_call", "lost_connection", "run_op", "watch"]
 
@@ -169,7 +169,20 @@ def watch(engine: Engine) -> None:
 # autocommit (a client-side switch in psycopg), which saves the BEGIN and
 # COMMIT round trips on every cache miss; MySQL drivers would spend a round
 # trip on the switch itself, so they keep the transaction.
-READ_ONLY = frozenset({OPS[name] for name in ("get", "find_by_digest", "find_imported", "ping")})
+READ_ONLY = frozenset(
+    {
+        OPS[name]
+        for name in (
+            "get",
+            "find_by_digest",
+            "find_imported",
+            "ping",
+            "read_usage",
+            "audit_events",
+            "list_all",
+        )
+    }
+)
 
 
 def lost_connection(call: Call, exc: BaseException) -> bool:

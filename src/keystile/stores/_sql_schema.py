@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores.base import STORE_OPS, KeyRecord, freeze
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: keystile_usage
 
 # Creating the tables may wait for another process holding the schema lock:
 # it gets this much time rather than store_timeout.
@@ -323,7 +323,10 @@ def op_ping(conn: Connection) -> None:
     conn.execute(sa.select(1))
 
 
-OPS: dict[str, Callable[..., Any]] = {name: globals()["op_" + name] for name in STORE_OPS}
+# The key operations; ``_sql_usage.OPS`` adds usage and the reads that look back.
+OPS: dict[str, Callable[..., Any]] = {
+    name: globals()["op_" + name] for name in STORE_OPS if "op_" + name in globals()
+}
 
 
 def create_schema(conn: Connection) -> None:
@@ -352,7 +355,8 @@ def create_schema(conn: Connection) -> None:
 def _create_tables(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
     current = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar()
-    if current is None:
+    # create_all has just added any table a newer version brings (2: keystile_usage).
+    if current is None or current < SCHEMA_VERSION:
         conn.execute(
             sa.insert(schema_table).values(
                 version=SCHEMA_VERSION, applied_at=_to_db(datetime.now(timezone.utc))

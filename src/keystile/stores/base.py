@@ -24,6 +24,7 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "StoreCall",
+    "UsageRow",
     "freeze",
     "user_slot",
     "utcnow",
@@ -42,8 +43,20 @@ __all__ = [
 #   touch(last_used: dict[str, datetime]) -> None           write-behind of last_used_at
 #   audit(events: list[AuditEvent]) -> None                 append audit events
 #   ping() -> None
+#   list_all(org: str | None) -> list[KeyRecord]           revoked and expired too, oldest first
+#   add_usage(counts: dict[Count, int], prune_before: int) -> None
+#        adds each count to its (key_id, day, route, status) row; days are days
+#        since 1970-01-01 (UTC); rows of days before prune_before are deleted
+#   read_usage(key_ids: list[str] | None, org: str | None, since: int) -> list[UsageRow]
+#        rows of those keys (or of the org's keys) from day ``since`` on
+#   audit_events(org: str | None, key_id: str | None, since: datetime, limit: int)
+#        -> list[AuditEvent]                                    newest first
 STORE_OPS = frozenset(
     {
+        "add_usage",
+        "audit_events",
+        "list_all",
+        "read_usage",
         "audit",
         "insert",
         "get",
@@ -58,6 +71,10 @@ STORE_OPS = frozenset(
         "ping",
     }
 )
+
+
+# A usage row: (key id, day as days since 1970-01-01 UTC, route pattern, status, count).
+UsageRow = tuple[str, int, str, int, int]
 
 
 def utcnow() -> datetime:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from keystile.errors import KeyConflict
-from keystile.stores.base import STORE_OPS, KeyRecord
+from keystile.stores.base import STORE_OPS, KeyRecord, UsageRow
 
 __all__ = ["MemoryKeyStore"]
 
@@ -29,6 +29,7 @@ class MemoryKeyStore:
         self._by_digest: dict[str, str] = {}
         self._slots: dict[str, str] = {}  # user slot -> key id
         self.audit_log: deque[Any] = deque(maxlen=10_000)
+        self._usage: dict[tuple[str, int, str, int], int] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(keys={len(self._by_id)})"
@@ -151,6 +152,42 @@ class MemoryKeyStore:
 
     def _audit(self, events: list[Any]) -> None:
         self.audit_log.extend(events)
+
+    def _audit_events(
+        self, org: str | None, key_id: str | None, since: datetime, limit: int
+    ) -> list[Any]:
+        found = [
+            e
+            for e in reversed(self.audit_log)
+            if e.time >= since
+            and (org is None or e.org == org)
+            and (key_id is None or e.key_id == key_id)
+        ]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
+
+    def _list_all(self, org: str | None) -> list[KeyRecord]:
+        keys = [r for r in self._by_id.values() if org is None or r.org == org]
+        return sorted(keys, key=lambda r: (r.created_at, r.id))
+
+    def _add_usage(self, counts: dict[tuple[str, int, str, int], int], prune_before: int) -> None:
+        usage = self._usage
+        for counter, n in counts.items():
+            usage[counter] = usage.get(counter, 0) + n
+        for counter in [c for c in usage if c[1] < prune_before]:
+            del usage[counter]
+
+    def _read_usage(self, key_ids: list[str] | None, org: str | None, since: int) -> list[UsageRow]:
+        wanted = None if key_ids is None else set(key_ids)
+        rows: list[UsageRow] = []
+        for (key_id, day, route, status), n in self._usage.items():
+            if day < since or (wanted is not None and key_id not in wanted):
+                continue
+            if org is not None:
+                record = self._by_id.get(key_id)
+                if record is None or record.org != org:
+                    continue
+            rows.append((key_id, day, route, status, n))
+        return rows
 
     def _ping(self) -> None:
         pass

@@ -36,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores._bounded import READ_ONLY, Call, current_call, lost_connection, run_op, watch
 from keystile.stores._sql_schema import (
-    OPS,
     SCHEMA_TIMEOUT,
     SCHEMA_VERSION,
     audit_table,
@@ -44,6 +43,7 @@ from keystile.stores._sql_schema import (
     keys_table,
     metadata,
 )
+from keystile.stores._sql_usage import OPS, usage_table
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -52,6 +52,7 @@ __all__ = [
     "audit_table",
     "keys_table",
     "metadata",
+    "usage_table",
 ]
 
 # Connections per engine (the pool's size plus its overflow); a sync store

@@ -72,12 +72,12 @@ class RequestView:
 def routed_path(view: RequestView) -> str | None:
     """The decoded path the app routes on (minus ``root_path``), or None for a 400."""
     raw = view.raw_uri
-    if (
-        raw is not None
-        and raw.startswith(b"/")
-        and normalize_path(raw, percent_encoded=True) is None
-    ):
-        return None
+    if raw is not None:
+        if raw.startswith(b"/"):  # origin-form, as nearly every request sends it
+            if normalize_path(raw, percent_encoded=True) is None:
+                return None
+        elif not _target_path_is_sound(raw):
+            return None
     path = normalize_path(view.path, percent_encoded=view.path_encoded)
     if path is None:
         return None
@@ -85,6 +85,28 @@ def routed_path(view: RequestView) -> str | None:
     if root and (path == root or path.startswith(root + "/")):
         path = path[len(root) :] or "/"
     return path
+
+
+# RFC 9112 section 3.2: a request target is origin-form (``/path?q``, above),
+# absolute-form (``http://host/path?q``, which a server must accept too),
+# authority-form (``host:port``, CONNECT) or asterisk-form (``*``, OPTIONS).
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+_AUTHORITY_FORM = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]+")
+
+
+def _target_path_is_sound(raw: bytes) -> bool:
+    """Whether a raw target that is not origin-form passes the path checks.
+
+    The path of an absolute-form target gets the checks an origin-form one
+    gets: ``PATH_INFO`` has lost its encoded slash, only the target shows
+    it. Authority- and asterisk-form carry no path to check. A target of
+    none of the four forms is refused: keystile cannot tell what it hides.
+    """
+    absolute = _ABSOLUTE_FORM.match(raw)
+    if absolute is not None:
+        path = raw[absolute.end() :]
+        return not path.startswith(b"/") or normalize_path(path, percent_encoded=True) is not None
+    return raw == b"*" or _AUTHORITY_FORM.fullmatch(raw) is not None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -1,6 +1,9 @@
 """SPEC sections 4 and 5, as a hostile review probed the ASGI and WSGI doors.
 
-Every form of request target gets the path checks (SPEC 4 step 3).
+Two things: an embed token taken from ``?token=`` is gone from the server's
+own scope or environ (which its access log reads), not only from a copy the
+app gets (the Django door: ``test_django.py``); and every form of request
+target gets the path checks (SPEC 4 step 3).
 
 Requests are built with ``tests.doors.scope_for`` / ``environ_for``, so that
 the test keeps the server's own dict and looks at it after the call.
@@ -8,16 +11,25 @@ the test keeps the server's own dict and looks at it after the call.
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import keystile
 from keystile import Keystile
 from keystile.asgi import KeystileMiddleware as ASGIMiddleware
 from keystile.wsgi import KeystileMiddleware as WSGIMiddleware
 from tests.conftest import PEPPER
 from tests.doors import (
+    DOORS,
     call_asgi,
     call_wsgi,
     environ_for,
@@ -61,6 +73,154 @@ def embed(engine: Keystile) -> str:
 @pytest.fixture(scope="module")
 def reader(engine: Keystile) -> str:
     return str(engine.keys.create(name="reader", scopes=["events:read"], org="acme").secret)
+
+
+# -- 1. the embed token leaves the server's own dict -----------------------------------
+
+EMBED_TOKEN_TRICKS = [
+    pytest.param("token={t}&theme=dark", [], "theme=dark", id="query-first"),
+    pytest.param("theme=dark&token={t}", [], "theme=dark", id="query-last"),
+    pytest.param("token={t}", [], "", id="query-alone"),
+    pytest.param("%74oken={t}&theme=dark", [], "theme=dark", id="query-name-percent-encoded"),
+    pytest.param("a=%ff&token={t}&b=c+d&flag", [], "a=%ff&b=c+d&flag", id="others-kept-verbatim"),
+    pytest.param("theme=dark", [("x-embed-token", "{t}")], "theme=dark", id="x-embed-token"),
+]
+
+
+@pytest.mark.parametrize(("query", "headers", "left"), EMBED_TOKEN_TRICKS)
+@pytest.mark.parametrize("door", DOORS)
+def test_embed_token_is_gone_from_the_servers_own_request(
+    engine: Keystile,
+    embed: str,
+    door: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    left: str,
+) -> None:
+    seen: dict[str, Any] = {}
+    asgi_app, wsgi_app = recording_apps(seen)
+    sent = [ORIGIN, *[(n, v.format(t=embed)) for n, v in headers]]
+    if door == "asgi":
+        scope = scope_for(WIDGET.encode(), sent, query.format(t=embed))
+        assert call_asgi(ASGIMiddleware(asgi_app, engine=engine), scope) == 200
+        # The server's scope itself: uvicorn's access log prints its query_string.
+        assert scope["query_string"] == left.encode()
+        assert scope["raw_path"] == WIDGET.encode()
+        after = repr({k: v for k, v in scope.items() if k != "state"})
+    else:
+        environ = environ_for(WIDGET, sent, query.format(t=embed))
+        assert call_wsgi(WSGIMiddleware(wsgi_app, engine=engine), environ) == 200
+        target = WIDGET + (f"?{left}" if left else "")
+        assert (environ["QUERY_STRING"], environ["RAW_URI"], environ["REQUEST_URI"]) == (
+            left,
+            target,
+            target,
+        )
+        after = repr(environ)
+    assert seen["query"] == left
+    assert embed not in seen["text"] and embed not in after
+    assert "x-embed-token" not in after.lower().replace("_", "-")
+
+
+@pytest.mark.parametrize(
+    ("raw_uri", "request_uri"),
+    [
+        pytest.param("{p}?token={t}&theme=dark", None, id="raw-uri-only"),
+        pytest.param(None, "{p}?token={t}&theme=dark", id="request-uri-only"),
+        pytest.param("http://w.example{p}?token={t}&theme=dark", None, id="raw-uri-absolute-form"),
+        pytest.param(
+            "HTTPS://w.example:443{p}?theme=dark&token={t}",
+            "HTTPS://w.example:443{p}?theme=dark&token={t}",
+            id="both-absolute-form",
+        ),
+    ],
+)
+def test_wsgi_target_copies_lose_the_embed_token(
+    engine: Keystile, embed: str, raw_uri: str | None, request_uri: str | None
+) -> None:
+    seen: dict[str, Any] = {}
+    environ = environ_for(WIDGET, [ORIGIN], f"token={embed}&theme=dark")
+    for key, value in (("RAW_URI", raw_uri), ("REQUEST_URI", request_uri)):
+        if value is None:
+            del environ[key]
+        else:
+            environ[key] = value.format(p=WIDGET, t=embed)
+    assert call_wsgi(WSGIMiddleware(recording_apps(seen)[1], engine=engine), environ) == 200
+    assert embed not in repr(environ) and embed not in seen["text"]
+    for key in ("RAW_URI", "REQUEST_URI"):
+        if key in environ:
+            assert environ[key].endswith(f"{WIDGET}?theme=dark")
+
+
+def test_asgi_raw_path_that_carries_the_query_loses_the_token(engine: Keystile, embed: str) -> None:
+    # The ASGI spec keeps the query out of raw_path; a server that does not
+    # must not get the token back into its log through it.
+    seen: dict[str, Any] = {}
+    scope = scope_for(f"{WIDGET}?token={embed}".encode(), [ORIGIN], f"token={embed}")
+    scope["path"] = WIDGET
+    assert call_asgi(ASGIMiddleware(recording_apps(seen)[0], engine=engine), scope) == 200
+    assert scope["raw_path"] == WIDGET.encode() and scope["query_string"] == b""
+    assert embed not in seen["text"]
+
+
+SERVER = """\
+import json, os, sys
+import uvicorn
+from keystile import Keystile
+from keystile.asgi import KeystileMiddleware
+
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["query_string"]})
+
+engine = Keystile(json.loads(os.environ["TEST_CONFIG"]))
+uvicorn.run(KeystileMiddleware(app, engine=engine), fd=int(sys.argv[1]), access_log=True,
+            log_level="info", lifespan="off")
+"""
+
+
+def test_uvicorn_access_log_never_prints_the_embed_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {**CONFIG, "store": f"sqlite:///{tmp_path / 'keys.db'}"}
+    with Keystile(config, pepper=PEPPER) as ks:
+        token = ks.keys.create(
+            name="w", type="embed", org="acme", allowed_origins=["rhumby.example"]
+        ).secret
+    (tmp_path / "server.py").write_text(SERVER, encoding="utf-8")
+    src = str(Path(keystile.__file__).resolve().parents[1])  # the keystile under test
+    env = {
+        **os.environ,
+        "TEST_CONFIG": json.dumps(config),
+        "KEYSTILE_PEPPER": PEPPER.decode(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    # The test binds the socket, so the request waits in its backlog until
+    # uvicorn accepts: no port race and no polling for readiness.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, str(tmp_path / "server.py"), str(listener.fileno())],
+            pass_fds=[listener.fileno()],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.request("GET", f"{WIDGET}?token={token}&theme=dark", headers=dict([ORIGIN]))
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, b"theme=dark")
+            conn.close()
+        finally:
+            server.terminate()
+            try:
+                log = server.communicate(timeout=20)[0].decode()
+            except subprocess.TimeoutExpired:
+                server.kill()
+                log = server.communicate()[0].decode()
+    assert f'"GET {WIDGET}?theme=dark HTTP/1.1" 200' in log, log
+    assert token not in log
 
 
 # -- 3. every form of request target gets the path checks ------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes, urlsplit
 
 __all__ = [
     "MAX_CREDENTIAL_BYTES",
@@ -28,6 +28,7 @@ __all__ = [
     "read_credential",
     "routed_path",
     "strip_query_param",
+    "strip_target_param",
 ]
 
 MAX_CREDENTIAL_BYTES = 512
@@ -292,10 +293,30 @@ def _nonempty(value: str, where: str) -> str:
     return value
 
 
-def strip_query_param(query_string: bytes, name: str) -> bytes:
-    """The query string without ``name`` (so an embed token never reaches the app)."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    return urlencode([(k, v) for k, v in pairs if k != name]).encode("latin-1")
+def strip_query_param(query: str, name: str) -> str:
+    """The query string without ``name`` (so an embed token never reaches the app).
+
+    Text, as WSGI gives it (decode ASGI's bytes as latin-1). A field is
+    dropped when its name, decoded as ``parse_qsl`` decodes it (the way the
+    credential is read), is ``name``; every other field is kept byte for
+    byte, as the client sent it.
+    """
+    return "&".join(
+        piece for piece in query.split("&") if unquote_plus(piece.partition("=")[0]) != name
+    )
+
+
+def strip_target_param(target: str, name: str) -> str:
+    """A request target (``/path?query``, any form) without ``name`` in its query.
+
+    For the copies of the target a server keeps beside the query string
+    (WSGI ``REQUEST_URI`` and ``RAW_URI``), which its access log may print.
+    """
+    head, mark, query = target.partition("?")
+    if not mark:
+        return target
+    query = strip_query_param(query, name)
+    return f"{head}?{query}" if query else head
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -1,9 +1,10 @@
 """SPEC sections 4 and 5, as a hostile review probed the ASGI and WSGI doors.
 
-Two things: an embed token taken from ``?token=`` is gone from the server's
-own scope or environ (which its access log reads), not only from a copy the
-app gets (the Django door: ``test_django.py``); and every form of request
-target gets the path checks (SPEC 4 step 3).
+Three things: an embed token taken from ``?token=`` is gone from the
+server's own scope or environ (which its access log reads), not only from a
+copy the app gets (the Django door: ``test_django.py``); no repr of
+keystile's shows a credential, a traceback's captured locals included; and
+every form of request target gets the path checks.
 
 Requests are built with ``tests.doors.scope_for`` / ``environ_for``, so that
 the test keeps the server's own dict and looks at it after the call.
@@ -17,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,11 @@ import pytest
 import keystile
 from keystile import Keystile
 from keystile.asgi import KeystileMiddleware as ASGIMiddleware
+from keystile.asgi import view_from_scope
+from keystile.pipeline import Refusal
+from keystile.sansio import read_credential
 from keystile.wsgi import KeystileMiddleware as WSGIMiddleware
+from keystile.wsgi import view_from_environ
 from tests.conftest import PEPPER
 from tests.doors import (
     DOORS,
@@ -221,6 +227,115 @@ def test_uvicorn_access_log_never_prints_the_embed_token(
                 log = server.communicate()[0].decode()
     assert f'"GET {WIDGET}?theme=dark HTTP/1.1" 200' in log, log
     assert token not in log
+
+
+# -- 2. no repr of keystile's shows a credential ---------------------------------------
+
+CREDENTIAL_WAYS = [
+    pytest.param("/api/v1/events", [("authorization", "Bearer {s}")], "", 200, id="bearer"),
+    pytest.param("/api/v1/events", [("x-api-key", "{s}")], "", 200, id="x-api-key"),
+    pytest.param(WIDGET, [ORIGIN], "theme=dark&token={e}", 200, id="query-token"),
+    pytest.param(WIDGET, [ORIGIN, ("x-embed-token", "{e}")], "", 200, id="x-embed-token"),
+    pytest.param(
+        "/api/v1/events", [("authorization", "Bearer {s},{s}")], "", 400, id="malformed-bearer"
+    ),
+]
+
+
+def _keystile_objects(root: object, depth: int = 4) -> Iterator[object]:
+    """``root`` and what it holds, down to ``depth``: the objects of keystile's own types."""
+    seen: set[int] = set()
+    todo = [(root, 0)]
+    while todo:
+        obj, level = todo.pop()
+        if id(obj) in seen or level > depth or isinstance(obj, str | bytes | int | float):
+            continue
+        seen.add(id(obj))
+        if type(obj).__module__.startswith("keystile"):
+            yield obj
+        if isinstance(obj, dict):
+            children = [*obj.keys(), *obj.values()]
+        elif isinstance(obj, list | tuple | set | frozenset):
+            children = list(obj)
+        else:
+            names = [*getattr(type(obj), "__slots__", ()), *getattr(obj, "__dict__", {})]
+            children = [getattr(obj, n) for n in names if hasattr(obj, n)]
+        todo.extend((child, level + 1) for child in children)
+
+
+@pytest.mark.parametrize(("path", "headers", "query", "status"), CREDENTIAL_WAYS)
+@pytest.mark.parametrize("door", DOORS)
+def test_no_repr_reachable_from_a_request_shows_the_credential(
+    engine: Keystile,
+    reader: str,
+    embed: str,
+    door: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    query: str,
+    status: int,
+) -> None:
+    sent = [(n, v.format(s=reader, e=embed)) for n, v in headers]
+    query = query.format(e=embed)
+    if door == "asgi":
+        view = view_from_scope(scope_for(path.encode(), sent, query))
+    else:
+        view = view_from_environ(environ_for(path, sent, query))
+    objects: list[object] = [view]
+    try:
+        objects.append(read_credential(view, engine.config.credentials, embed_route=path == WIDGET))
+    except Exception as exc:  # BadCredential: its message must not quote the value
+        objects.append(exc)
+    decision = engine.decide(view)
+    objects.append(decision)
+    assert (decision.status if isinstance(decision, Refusal) else 200) == status
+    shown = [f(o) for root in objects for o in _keystile_objects(root) for f in (repr, str)]
+    assert len(shown) >= 6  # the view, its headers, the credential, the decision...
+    for text in shown:
+        assert reader not in text and embed not in text
+        assert reader[-12:] not in text and embed[-12:] not in text  # nor a piece of it
+
+
+@pytest.mark.parametrize(("path", "headers", "query", "status"), CREDENTIAL_WAYS[:4])
+@pytest.mark.parametrize("door", DOORS)
+def test_a_traceback_with_locals_shows_no_credential_when_the_app_raises(
+    engine: Keystile,
+    reader: str,
+    embed: str,
+    door: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    query: str,
+    status: int,
+) -> None:
+    """What an error tracker records: the locals of each keystile frame, by repr."""
+
+    class AppFailed(Exception):
+        pass
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        raise AppFailed
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        raise AppFailed
+
+    sent = [(n, v.format(s=reader, e=embed)) for n, v in headers]
+    query = query.format(e=embed)
+    with pytest.raises(AppFailed) as info:
+        if door == "asgi":
+            call_asgi(
+                ASGIMiddleware(asgi_app, engine=engine), scope_for(path.encode(), sent, query)
+            )
+        else:
+            call_wsgi(WSGIMiddleware(wsgi_app, engine=engine), environ_for(path, sent, query))
+    frames = traceback.TracebackException.from_exception(info.value, capture_locals=True).stack
+    ours = [f for f in frames if "/keystile/" in f.filename and f.locals]
+    assert ours, "the middleware's own frame is in the traceback"
+    for frame in ours:
+        for name, text in (frame.locals or {}).items():
+            if name in ("scope", "environ"):
+                continue  # the server's own request, as the server built it
+            assert reader not in text and embed not in text, (frame.name, name)
 
 
 # -- 3. every form of request target gets the path checks ------------------------------

@@ -17,6 +17,7 @@ from keystile.pipeline import Admit, Refusal
 from keystile.responses import render_refusal
 from keystile.sansio import (
     RESERVED_HEADER_PREFIX,
+    HeaderMap,
     RequestView,
     strip_query_param,
     strip_target_param,
@@ -36,7 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def view_from_scope(scope: Scope) -> RequestView:
-    headers: dict[str, list[str]] = {}
+    headers = HeaderMap()
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
         values = headers.get(name)

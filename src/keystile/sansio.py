@@ -20,6 +20,7 @@ __all__ = [
     "RESERVED_HEADER_PREFIX",
     "BadCredential",
     "Credential",
+    "HeaderMap",
     "RequestView",
     "client_address",
     "normalize_path",
@@ -37,6 +38,20 @@ MAX_CREDENTIAL_BYTES = 512
 # from what the app sees, so no client can pose as keystile's own word.
 RESERVED_HEADER_PREFIX = "x-keystile-"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class HeaderMap(dict[str, list[str]]):
+    """Lower-case header names to every value sent; ``repr`` shows the names only.
+
+    The values hold the credential (``Authorization``, ``x-api-key``,
+    ``X-Embed-Token``): an error tracker that records a traceback's locals
+    must not find it in their repr.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({sorted(self)!r})"
 
 
 @dataclass(slots=True)
@@ -58,9 +73,22 @@ class RequestView:
     root_path: str = ""
     raw_uri: bytes | None = None
     query_string: bytes = b""
-    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    headers: Mapping[str, Sequence[str]] = field(default_factory=HeaderMap)
     client: str | None = None
     websocket: bool = False
+
+    def __repr__(self) -> str:
+        # Header values and the query carry credentials (Bearer, x-api-key,
+        # ?token=): show header names, the query's size, and the raw target
+        # without its query, so a traceback's captured locals hold no secret.
+        path = _without_query(self.path) if self.path_encoded else self.path
+        target = None if self.raw_uri is None else _without_query(self.raw_uri)
+        return (
+            f"RequestView({self.method!r}, {path!r}, root_path={self.root_path!r}, "
+            f"raw_uri={target!r}, query=<{len(self.query_string)} bytes>, "
+            f"headers={sorted(self.headers)!r}, client={self.client!r}, "
+            f"websocket={self.websocket!r})"
+        )
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name)
@@ -68,6 +96,11 @@ class RequestView:
 
     def has_reserved_headers(self) -> bool:
         return any(map(str.startswith, self.headers, repeat(RESERVED_HEADER_PREFIX)))
+
+
+def _without_query(target: bytes) -> bytes:
+    head, mark, _ = target.partition(b"?")
+    return head + mark + b"..." if mark else head
 
 
 def routed_path(view: RequestView) -> str | None:

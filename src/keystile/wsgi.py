@@ -78,6 +78,9 @@ class EnvironHeaders(Mapping[str, tuple[str]]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def __repr__(self) -> str:
+        return f"EnvironHeaders({sorted(self)!r})"  # names only: values hold credentials
+
 
 def view_from_environ(environ: dict[str, Any]) -> RequestView:
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")

@@ -231,3 +231,93 @@ def _seen(body: bytes, status: int) -> dict[str, Any]:
         return dict(json.loads(body))
     except ValueError:
         return {}
+
+
+# -- a request as the server's own dict, to look at after the call ---------------------
+#
+# ``Door`` hides the scope and the environ it builds; a test of what keystile
+# leaves in the server's own dict (which the server's access log reads) builds
+# them with these and keeps them.
+
+
+def scope_for(target: bytes, headers: list[tuple[str, str]], query: str = "") -> dict[str, Any]:
+    """An HTTP GET scope whose ``raw_path`` is ``target`` (and ``path`` too, undecoded)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target.decode("latin-1"),
+        "raw_path": target,
+        "root_path": "",
+        "query_string": query.encode("latin-1"),
+        "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def environ_for(path: str, headers: list[tuple[str, str]], query: str = "") -> dict[str, Any]:
+    """A GET environ with ``RAW_URI`` and ``REQUEST_URI`` as gunicorn and uWSGI set them."""
+    target = path + (f"?{query}" if query else "")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "RAW_URI": target,
+        "REQUEST_URI": target,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in headers:
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
+def call_asgi(app: Any, scope: dict[str, Any]) -> int:
+    """Run ``app`` on ``scope`` (which the test keeps); the response status."""
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    asyncio.run(app(scope, receive, send))
+    return statuses[0]
+
+
+def call_wsgi(app: Any, environ: dict[str, Any]) -> int:
+    """Run ``app`` on ``environ`` (which the test keeps); the response status."""
+    statuses: list[int] = []
+
+    def start_response(line: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(int(line.split()[0]))
+
+    b"".join(app(environ, start_response))
+    return statuses[0]
+
+
+def recording_apps(seen: dict[str, Any]) -> tuple[Any, Any]:
+    """An ASGI and a WSGI app that note everything they were handed."""
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        seen["query"] = scope["query_string"].decode("latin-1")
+        seen["text"] = repr({k: v for k, v in scope.items() if k != "state"})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        seen["query"] = environ["QUERY_STRING"]
+        seen["text"] = repr(environ)
+        start_response("200 OK", [])
+        return [b""]
+
+    return asgi_app, wsgi_app

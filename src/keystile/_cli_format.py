@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from keystile._redact import redact_url
 from keystile.config import Config, RouteConfig
 from keystile.routes import RouteMatch
 from keystile.sansio import normalize_path
@@ -97,13 +97,8 @@ def key_table(records: Sequence[KeyRecord]) -> str:
 
 
 def safe_url(url: str) -> str:
-    """A store URL fit to print: the password, if any, masked."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """A store URL fit to print: its password (and query) masked."""
+    return redact_url(url)
 
 
 # -- explain ---------------------------------------------------------------------

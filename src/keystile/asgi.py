@@ -13,9 +13,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keystile.engine import Keystile, engine_for
-from keystile.pipeline import Refusal, route_of
+from keystile.pipeline import Admit, Refusal, route_of
 from keystile.responses import render_refusal
-from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
+from keystile.sansio import (
+    RESERVED_HEADER_PREFIX,
+    HeaderMap,
+    RequestView,
+    strip_query_param,
+    strip_target_param,
+)
 
 __all__ = ["KeystileMiddleware", "view_from_scope"]
 
@@ -31,7 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def view_from_scope(scope: Scope) -> RequestView:
-    headers: dict[str, list[str]] = {}
+    headers = HeaderMap()
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
         values = headers.get(name)
@@ -93,11 +99,8 @@ class KeystileMiddleware:
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return
-        if view.has_reserved_headers():
-            scope = dict(scope)
-            scope["headers"] = [
-                (n, v) for n, v in scope["headers"] if not n.lower().startswith(_RESERVED)
-            ]
+        if decision.strip_embed_token or view.has_reserved_headers():
+            _scrub_scope(scope, decision)
         if decision.principal is not None:
             # The server hands each request a scope of its own, so it is
             # ours to write; the state dict in it is copied rather than
@@ -109,8 +112,6 @@ class KeystileMiddleware:
                 if state
                 else {"api_key": decision.principal}
             )
-        if decision.strip_embed_token:
-            scope = _without_embed_token(scope)
         principal = decision.principal
         count = principal is not None and self.ks.counting
         if kind != "http" or not (decision.headers or count):
@@ -178,13 +179,31 @@ def _header_name(name: str) -> bytes:
     return _HEADER_NAMES.get(name) or name.lower().encode("latin-1")
 
 
-def _without_embed_token(scope: Scope) -> Scope:
-    scope = dict(scope)
-    scope["query_string"] = strip_query_param(scope.get("query_string", b""), "token")
+def _scrub_scope(scope: Scope, decision: Admit) -> None:
+    """Remove, from the server's own scope, what neither the app nor the logs may see.
+
+    The reserved ``X-Keystile-*`` headers, and on embed routes the embed
+    token (``?token=``, ``X-Embed-Token``). The scope is written in place,
+    not copied: the server's access log reads this very dict (uvicorn
+    prints ``raw_path`` and ``query_string`` from it once the response
+    starts), so a copy would leave the token in the log.
+    """
+    drop_embed = decision.strip_embed_token
     scope["headers"] = [
-        (n, v) for n, v in scope.get("headers", ()) if n.lower() != b"x-embed-token"
+        (n, v)
+        for n, v in scope.get("headers", ())
+        if not (n.lower().startswith(_RESERVED) or (drop_embed and n.lower() == b"x-embed-token"))
     ]
-    return scope
+    if drop_embed:
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        scope["query_string"] = strip_query_param(query, "token").encode("latin-1")
+        raw_path = scope.get("raw_path")
+        if raw_path and b"?" in raw_path:
+            # The ASGI spec keeps the query out of raw_path; a server that
+            # leaves it in would print the token with the path.
+            scope["raw_path"] = strip_target_param(
+                bytes(raw_path).decode("latin-1"), "token"
+            ).encode("latin-1")
 
 
 def _warn_memory_limiter(engine: Keystile) -> None:

@@ -36,6 +36,7 @@ from keystile._config_reader import (
     read_yaml,
     scope_check,
 )
+from keystile._redact import repr_redacting
 from keystile.errors import ConfigError
 from keystile.routes import RouteTable, parse_pattern
 from keystile.scopes import ScopePolicy, find_cycle, is_pattern
@@ -73,6 +74,9 @@ class LimiterConfig:
     headers: tuple[str, ...] = ("x-ratelimit",)
     on_error: str = "closed"
     timeout: float = 0.25
+
+    def __repr__(self) -> str:
+        return repr_redacting(self, urls=("storage",))
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class AuditConfig:
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
     queue_size: int = 1000
+
+    def __repr__(self) -> str:
+        return repr_redacting(self, secret_urls=("webhook_url",))
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,9 @@ class Config:
     source: str | None = None
     route_table: RouteTable = field(init=False, compare=False, repr=False)
     scope_policy: ScopePolicy = field(init=False, compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        return repr_redacting(self, urls=("store",))
 
     def __post_init__(self) -> None:
         # Frozen: object.__setattr__ is the sanctioned way to fill derived fields.

@@ -21,10 +21,11 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from keystile.asgi import _scrub_scope
 from keystile.engine import Keystile
 from keystile.pipeline import Refusal, route_of
 from keystile.responses import render_refusal
-from keystile.wsgi import ENVIRON_KEY, view_from_environ
+from keystile.wsgi import ENVIRON_KEY, _scrub_environ, view_from_environ
 
 __all__ = ["KeystileMiddleware"]
 
@@ -63,6 +64,17 @@ class KeystileMiddleware:
             return response
         request.META[ENVIRON_KEY] = decision.principal
         request.api_key = decision.principal
+        # What the WSGI door hides, hidden the same way, in the same dicts:
+        # under WSGI, META is the server's environ itself.
+        if _scrub_environ(request.META, decision):
+            # Django parses GET and headers from META once; an earlier
+            # middleware may have read them already, so let them be read again.
+            request.__dict__.pop("GET", None)
+            request.__dict__.pop("headers", None)
+            scope = getattr(request, "scope", None)
+            if scope is not None:
+                # Served over ASGI, META is a copy: the server logs from its scope.
+                _scrub_scope(scope, decision)
         response = self.get_response(request)
         for name, value in decision.headers:
             response[name] = value

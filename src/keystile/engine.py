@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from keystile._coalesce import AsyncCoalescer, Coalescer
 from keystile._flow import adrive, drive
 from keystile._last_used import LastUsed
+from keystile._redact import redact_url
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
@@ -161,7 +162,8 @@ class Keystile:
         return cls(source, **options)
 
     def __repr__(self) -> str:
-        return f"Keystile(store={self.config.store!r}, routes={len(self.config.routes)})"
+        store = redact_url(self.config.store)
+        return f"Keystile(store={store!r}, routes={len(self.config.routes)})"
 
     # -- pepper and digests -----------------------------------------------------
 

@@ -20,6 +20,7 @@ import limits
 
 from keystile import keys as keyfmt
 from keystile._flow import adrive, drive
+from keystile._redact import redact_url
 from keystile.errors import KeyInputError, KeyNotFound
 from keystile.scopes import is_well_formed
 from keystile.stores.base import KeyRecord, StoreCall, freeze
@@ -182,7 +183,7 @@ class KeyManager:
         self._ks = engine
 
     def __repr__(self) -> str:
-        return f"KeyManager(store={self._ks.config.store!r})"
+        return f"KeyManager(store={redact_url(self._ks.config.store)!r})"
 
     # drivers
     def _run(self, flow: Flow[T]) -> T:

@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes, urlsplit
 
 __all__ = [
     "MAX_CREDENTIAL_BYTES",
     "RESERVED_HEADER_PREFIX",
     "BadCredential",
     "Credential",
+    "HeaderMap",
     "RequestView",
     "client_address",
     "normalize_path",
@@ -28,6 +29,7 @@ __all__ = [
     "read_credential",
     "routed_path",
     "strip_query_param",
+    "strip_target_param",
 ]
 
 MAX_CREDENTIAL_BYTES = 512
@@ -36,6 +38,20 @@ MAX_CREDENTIAL_BYTES = 512
 # from what the app sees, so no client can pose as keystile's own word.
 RESERVED_HEADER_PREFIX = "x-keystile-"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class HeaderMap(dict[str, list[str]]):
+    """Lower-case header names to every value sent; ``repr`` shows the names only.
+
+    The values hold the credential (``Authorization``, ``x-api-key``,
+    ``X-Embed-Token``): an error tracker that records a traceback's locals
+    must not find it in their repr.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({sorted(self)!r})"
 
 
 @dataclass(slots=True)
@@ -57,9 +73,22 @@ class RequestView:
     root_path: str = ""
     raw_uri: bytes | None = None
     query_string: bytes = b""
-    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    headers: Mapping[str, Sequence[str]] = field(default_factory=HeaderMap)
     client: str | None = None
     websocket: bool = False
+
+    def __repr__(self) -> str:
+        # Header values and the query carry credentials (Bearer, x-api-key,
+        # ?token=): show header names, the query's size, and the raw target
+        # without its query, so a traceback's captured locals hold no secret.
+        path = _without_query(self.path) if self.path_encoded else self.path
+        target = None if self.raw_uri is None else _without_query(self.raw_uri)
+        return (
+            f"RequestView({self.method!r}, {path!r}, root_path={self.root_path!r}, "
+            f"raw_uri={target!r}, query=<{len(self.query_string)} bytes>, "
+            f"headers={sorted(self.headers)!r}, client={self.client!r}, "
+            f"websocket={self.websocket!r})"
+        )
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name)
@@ -69,15 +98,20 @@ class RequestView:
         return any(map(str.startswith, self.headers, repeat(RESERVED_HEADER_PREFIX)))
 
 
+def _without_query(target: bytes) -> bytes:
+    head, mark, _ = target.partition(b"?")
+    return head + mark + b"..." if mark else head
+
+
 def routed_path(view: RequestView) -> str | None:
     """The decoded path the app routes on (minus ``root_path``), or None for a 400."""
     raw = view.raw_uri
-    if (
-        raw is not None
-        and raw.startswith(b"/")
-        and normalize_path(raw, percent_encoded=True) is None
-    ):
-        return None
+    if raw is not None:
+        if raw.startswith(b"/"):  # origin-form, as nearly every request sends it
+            if normalize_path(raw, percent_encoded=True) is None:
+                return None
+        elif not _target_path_is_sound(raw):
+            return None
     path = normalize_path(view.path, percent_encoded=view.path_encoded)
     if path is None:
         return None
@@ -85,6 +119,28 @@ def routed_path(view: RequestView) -> str | None:
     if root and (path == root or path.startswith(root + "/")):
         path = path[len(root) :] or "/"
     return path
+
+
+# RFC 9112 section 3.2: a request target is origin-form (``/path?q``, above),
+# absolute-form (``http://host/path?q``, which a server must accept too),
+# authority-form (``host:port``, CONNECT) or asterisk-form (``*``, OPTIONS).
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+_AUTHORITY_FORM = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]+")
+
+
+def _target_path_is_sound(raw: bytes) -> bool:
+    """Whether a raw target that is not origin-form passes the path checks.
+
+    The path of an absolute-form target gets the checks an origin-form one
+    gets: ``PATH_INFO`` has lost its encoded slash, only the target shows
+    it. Authority- and asterisk-form carry no path to check. A target of
+    none of the four forms is refused: keystile cannot tell what it hides.
+    """
+    absolute = _ABSOLUTE_FORM.match(raw)
+    if absolute is not None:
+        path = raw[absolute.end() :]
+        return not path.startswith(b"/") or normalize_path(path, percent_encoded=True) is not None
+    return raw == b"*" or _AUTHORITY_FORM.fullmatch(raw) is not None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -270,10 +326,30 @@ def _nonempty(value: str, where: str) -> str:
     return value
 
 
-def strip_query_param(query_string: bytes, name: str) -> bytes:
-    """The query string without ``name`` (so an embed token never reaches the app)."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    return urlencode([(k, v) for k, v in pairs if k != name]).encode("latin-1")
+def strip_query_param(query: str, name: str) -> str:
+    """The query string without ``name`` (so an embed token never reaches the app).
+
+    Text, as WSGI gives it (decode ASGI's bytes as latin-1). A field is
+    dropped when its name, decoded as ``parse_qsl`` decodes it (the way the
+    credential is read), is ``name``; every other field is kept byte for
+    byte, as the client sent it.
+    """
+    return "&".join(
+        piece for piece in query.split("&") if unquote_plus(piece.partition("=")[0]) != name
+    )
+
+
+def strip_target_param(target: str, name: str) -> str:
+    """A request target (``/path?query``, any form) without ``name`` in its query.
+
+    For the copies of the target a server keeps beside the query string
+    (WSGI ``REQUEST_URI`` and ``RAW_URI``), which its access log may print.
+    """
+    head, mark, query = target.partition("?")
+    if not mark:
+        return target
+    query = strip_query_param(query, name)
+    return f"{head}?{query}" if query else head
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -8,7 +8,7 @@ added to its ``start_response``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from functools import lru_cache
 from http import HTTPStatus
 from itertools import repeat
@@ -16,9 +16,14 @@ from typing import Any
 
 from keystile.asgi import _warn_memory_limiter
 from keystile.engine import Keystile, engine_for
-from keystile.pipeline import Refusal, route_of
+from keystile.pipeline import Admit, Refusal, route_of
 from keystile.responses import render_refusal
-from keystile.sansio import RESERVED_HEADER_PREFIX, RequestView, strip_query_param
+from keystile.sansio import (
+    RESERVED_HEADER_PREFIX,
+    RequestView,
+    strip_query_param,
+    strip_target_param,
+)
 
 __all__ = ["ENVIRON_KEY", "EnvironHeaders", "KeystileMiddleware", "view_from_environ"]
 
@@ -73,6 +78,9 @@ class EnvironHeaders(Mapping[str, tuple[str]]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def __repr__(self) -> str:
+        return f"EnvironHeaders({sorted(self)!r})"  # names only: values hold credentials
+
 
 def view_from_environ(environ: dict[str, Any]) -> RequestView:
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
@@ -120,15 +128,7 @@ class KeystileMiddleware:
             start_response(f"{status} {HTTPStatus(status).phrase}", headers)
             return [body]
         environ[ENVIRON_KEY] = decision.principal
-        # One pass in C over the environ's keys; the rare hit is handled below.
-        if any(map(str.startswith, environ, repeat(_RESERVED))):
-            for name in [k for k in environ if k.startswith(_RESERVED)]:
-                del environ[name]
-        if decision.strip_embed_token:
-            environ["QUERY_STRING"] = strip_query_param(
-                environ.get("QUERY_STRING", "").encode("latin-1"), "token"
-            ).decode("latin-1")
-            environ.pop("HTTP_X_EMBED_TOKEN", None)
+        _scrub_environ(environ, decision)
         extra = decision.headers
         principal = decision.principal
         count = principal is not None and self.ks.counting
@@ -144,6 +144,37 @@ class KeystileMiddleware:
             return start_response(status, [*headers, *extra] if extra else headers, exc_info)
 
         return self.app(environ, start_with_headers)
+
+
+# The copies of the request target a server keeps beside QUERY_STRING
+# (uWSGI and others set REQUEST_URI, gunicorn RAW_URI); access logs print them.
+_TARGET_KEYS = ("REQUEST_URI", "RAW_URI")
+
+
+def _scrub_environ(environ: MutableMapping[str, Any], decision: Admit) -> bool:
+    """Remove, in place, what neither the app nor the server's logs may see; True if any.
+
+    The reserved ``X-Keystile-*`` headers, and on embed routes the embed
+    token (``?token=`` in every copy of the target, ``X-Embed-Token``). The
+    server's own environ is written, not a copy: gunicorn's access log reads
+    ``RAW_URI`` from it after the app returns. The Django door uses this too,
+    on ``request.META``.
+    """
+    changed = False
+    # One pass in C over the environ's keys; the rare hit is handled below.
+    if any(map(str.startswith, environ, repeat(_RESERVED))):
+        for name in [k for k in environ if k.startswith(_RESERVED)]:
+            del environ[name]
+        changed = True
+    if decision.strip_embed_token:
+        if environ.get("QUERY_STRING"):
+            environ["QUERY_STRING"] = strip_query_param(environ["QUERY_STRING"], "token")
+        for key in _TARGET_KEYS:
+            if environ.get(key):
+                environ[key] = strip_target_param(environ[key], "token")
+        environ.pop("HTTP_X_EMBED_TOKEN", None)
+        changed = True
+    return changed
 
 
 def _status_code(line: str) -> int:

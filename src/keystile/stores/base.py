@@ -153,6 +153,11 @@ class StoreCall:
     op: str
     args: tuple[Any, ...] = ()
 
+    def __repr__(self) -> str:
+        # The arguments can hold a key's digest (``find_by_digest``), kept
+        # out of reprs for the reason ``KeyRecord`` gives.
+        return f"StoreCall({self.op!r}, <{len(self.args)} args>)"
+
 
 class KeyStore(Protocol):
     """A store answering ``STORE_OPS`` synchronously."""

@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from keystile._redact import redact_url
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores._bounded import READ_ONLY, Call, current_call, lost_connection, run_op, watch
 from keystile.stores._sql_schema import (
@@ -144,21 +145,14 @@ def _wrap(exc: Exception, url: str) -> Exception:
     if isinstance(exc, outage):
         # The driver's message can quote a query's parameters; the outage is
         # told by its kind, the cause stays chained for debugging.
-        return StoreUnavailable(f"key store {_safe_url(url)} unavailable: {type(exc).__name__}")
+        return StoreUnavailable(f"key store {redact_url(url)} unavailable: {type(exc).__name__}")
     return exc
 
 
 def _over_time(url: str, timeout: float) -> StoreUnavailable:
     return StoreUnavailable(
-        f"key store {_safe_url(url)} unavailable: no answer within {timeout:g}s"
+        f"key store {redact_url(url)} unavailable: no answer within {timeout:g}s"
     )
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return "(unparsable URL)"
 
 
 def _import_driver_or_explain(url: sa.URL) -> None:
@@ -197,7 +191,7 @@ class SQLKeyStore:
         self._ready = False
 
     def __repr__(self) -> str:
-        return f"SQLKeyStore({_safe_url(self.url)!r})"
+        return f"SQLKeyStore({redact_url(self.url)!r})"
 
     def init_schema(self) -> None:
         self._bounded(create_schema, (), max(self.timeout, SCHEMA_TIMEOUT))
@@ -286,7 +280,7 @@ class AsyncSQLKeyStore:
         self._ready = False
 
     def __repr__(self) -> str:
-        return f"AsyncSQLKeyStore({_safe_url(self.url)!r})"
+        return f"AsyncSQLKeyStore({redact_url(self.url)!r})"
 
     async def aexecute(self, op: str, *args: Any) -> Any:
         try:

@@ -212,7 +212,23 @@ class SQLKeyStore:
         try:
             if not self._networked:
                 return self._attempt(call, fn, args)
-            future = self._pool_of_workers().submit(self._attempt, call, fn, args)
+            try:
+                future = self._pool_of_workers().submit(self._attempt, call, fn, args)
+            except RuntimeError:
+                # The interpreter is exiting: when the main thread ends,
+                # concurrent.futures stops every thread pool for good (its
+                # hook runs before any atexit function), yet the engine's
+                # atexit flush of last_used_at still has to reach the
+                # database. So it runs here, on the calling thread, bounded
+                # only by the drivers' own timeouts (connect_timeout, and
+                # statement_timeout or read_timeout). Running the flush
+                # earlier instead (threading._register_atexit) would lean on
+                # a private hook whose order against concurrent.futures'
+                # depends on import order, and would run while non-daemon
+                # request threads may still note uses; a thread of our own
+                # is no way out either, as Python 3.12 refuses to start one
+                # from an atexit function.
+                return self._attempt(call, fn, args)
             try:
                 return future.result(timeout)
             except TimeoutError:

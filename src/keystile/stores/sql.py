@@ -90,7 +90,26 @@ def driver_url(url: str, *, use_async: bool) -> sa.URL:
 
 
 def _connect_args(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
-    """Driver settings; the bound on a call is the client-side deadline, not these.
+    """Driver settings: the URL's own query options, and keystile's where the URL is silent.
+
+    SQLAlchemy lets ``connect_args`` override the URL's query, so a setting
+    keystile passes would silently replace the user's (PostgreSQL's
+    ``options=-csearch_path=app`` lost its schema that way). PostgreSQL's
+    ``options`` are merged instead: keystile's ``statement_timeout`` first,
+    then the user's, so a ``statement_timeout`` the URL sets still wins.
+    """
+    ours = _driver_settings(url, timeout, use_async=use_async)
+    query = url.query
+    merged = {name: value for name, value in ours.items() if name not in query}
+    if "options" in ours and "options" in query:
+        given = query["options"]
+        given = given if isinstance(given, str) else " ".join(given)
+        merged["options"] = f"{ours['options']} {given}"
+    return merged
+
+
+def _driver_settings(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
+    """keystile's settings; the bound on a call is the client-side deadline, not these.
 
     They only make a connection that keystile has already given up on end
     sooner on its own, and keep idle pooled connections alive through NATs

@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from keystile._outage import cause_of
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores._bounded import READ_ONLY, Call, current_call, lost_connection, run_op, watch
 from keystile.stores._sql_schema import (
@@ -160,9 +161,11 @@ def _wrap(exc: Exception, url: str) -> Exception:
         asyncio.TimeoutError,
     )
     if isinstance(exc, outage):
-        # The driver's message can quote a query's parameters; the outage is
-        # told by its kind, the cause stays chained for debugging.
-        return StoreUnavailable(f"key store {_safe_url(url)} unavailable: {type(exc).__name__}")
+        # The cause in a few words (keystile._outage reads it from the
+        # driver's exception without repeating a query's values); the whole
+        # exception stays chained for debugging.
+        cause = cause_of(exc, secrets=[_password(url)])
+        return StoreUnavailable(f"key store {_safe_url(url)} unavailable: {cause}")
     return exc
 
 
@@ -170,6 +173,13 @@ def _over_time(url: str, timeout: float) -> StoreUnavailable:
     return StoreUnavailable(
         f"key store {_safe_url(url)} unavailable: no answer within {timeout:g}s"
     )
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except sa_exc.ArgumentError:
+        return None
 
 
 def _safe_url(url: str) -> str:

@@ -130,6 +130,13 @@ def test_an_unclassified_connection_error_shows_its_first_line_with_the_password
     )
 
 
+def test_a_password_is_masked_also_as_a_url_spells_it() -> None:
+    exc = OperationalError("bad conninfo near 'p%40ss%20word' and 'p@ss word'")
+    assert cause_of(exc, secrets=["p%40ss%20word"]) == (
+        "OperationalError: bad conninfo near '***' and '***'"
+    )
+
+
 def test_a_statement_error_is_named_by_class_and_code_never_by_the_values_it_quotes() -> None:
     exc = IntegrityError(1062, "Duplicate entry 'the-digest' for key 'digest'")
     assert cause_of(exc) == "IntegrityError 1062"

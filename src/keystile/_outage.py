@@ -21,7 +21,7 @@ import asyncio
 import re
 import socket
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 __all__ = ["cause_of", "masked_uri"]
 
@@ -162,8 +162,9 @@ def _described(link: BaseException, secrets: Iterable[str | None]) -> str:
     text = " ".join(str(arg) for arg in args).strip()
     line = " ".join(text.splitlines()[0].split()) if text else ""
     for secret in secrets:
-        if secret:
-            line = line.replace(secret, "***")
+        if secret:  # as given, and as a URL spells it (percent-encoded) or not
+            for form in {secret, quote(secret, safe=""), unquote(secret)}:
+                line = line.replace(form, "***")
     if not line:
         return name
     if len(line) > _LONGEST:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from keystile import StoreUnavailable
+import pytest
+
+from keystile import Keystile, StoreUnavailable
 from keystile._last_used import LastUsed
+from tests.conftest import PEPPER, STORE_BACKENDS, store_url_for
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
@@ -65,3 +72,53 @@ def test_after_close_no_timer_starts_but_a_flush_still_writes() -> None:
     assert store.writes == []
     last_used.flush()
     assert store.writes == [{"key_a": T0}]
+
+
+# A WSGI app's whole life in a process of its own: it serves one request and
+# exits normally, with no close() and no lifespan; only keystile's atexit hook
+# can write the use it noted.
+_WSGI_PROCESS = """
+import sys
+from keystile.wsgi import KeystileMiddleware
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+config = {"store": sys.argv[1], "routes": [{"path": "/", "scopes": []}]}
+door = KeystileMiddleware(app, config=config)
+key = door.ks.keys.create(name="exit", scopes=["read"])
+statuses = []
+door(
+    {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1",
+     "HTTP_AUTHORIZATION": "Bearer " + key.secret},
+    lambda status, headers, exc_info=None: statuses.append(status),
+)
+print(key.id, statuses[0][:3])
+"""
+
+
+@pytest.mark.parametrize("backend", [b for b in STORE_BACKENDS if b.id != "memory"])
+def test_a_wsgi_process_that_exits_writes_last_used_at_on_every_sql_store(
+    backend: str, tmp_path: Path
+) -> None:
+    url = store_url_for(backend, tmp_path)
+    env = {
+        **os.environ,
+        "KEYSTILE_PEPPER": PEPPER.decode(),
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _WSGI_PROCESS, url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    key_id, status = done.stdout.split()
+    assert status == "200"
+    assert "flushing at exit failed" not in done.stderr
+    with Keystile({"store": url}, pepper=PEPPER) as ks:
+        assert ks.keys.get(key_id).last_used_at is not None

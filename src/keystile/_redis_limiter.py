@@ -28,7 +28,9 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlsplit
 
+from keystile._outage import cause_of, masked_uri
 from keystile._redis_clients import RedisTarget, async_client, parse_redis_uri, sync_client
 from keystile.config import LimiterConfig
 from keystile.errors import LimiterUnavailable
@@ -173,7 +175,7 @@ class RedisLimiter:
         try:
             reply = self._eval(self._client(), keys, args)
         except self._failures as exc:
-            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+            raise self._unavailable(exc) from exc
         # The socket timeouts bound each connect and read; this bounds the
         # whole call, so a slow answer counts as an outage as the config says.
         if time.monotonic() - started > self.timeout:
@@ -207,7 +209,7 @@ class RedisLimiter:
         try:
             reply = await asyncio.wait_for(self._aeval(keys, args), self.timeout)
         except self._failures as exc:
-            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+            raise self._unavailable(exc) from exc
         return self.result_of(call, reply)
 
     async def _aeval(self, keys: list[str], args: list[str | int]) -> Any:
@@ -219,6 +221,12 @@ class RedisLimiter:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await client.eval(self.script, len(keys), *keys, *args)
+
+    def _unavailable(self, exc: BaseException) -> LimiterUnavailable:
+        cause = cause_of(exc, secrets=[urlsplit(self.config.storage).password])
+        return LimiterUnavailable(
+            f"limiter storage {masked_uri(self.config.storage)} unavailable: {cause}"
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -8,11 +8,13 @@ response start. The body is never touched, so streaming responses stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keystile.engine import Keystile, engine_for
+from keystile.errors import ServiceUnavailable
 from keystile.pipeline import Admit, Refusal, route_of
 from keystile.responses import render_refusal
 from keystile.sansio import (
@@ -71,29 +73,55 @@ class KeystileMiddleware:
     >>> app.add_middleware(KeystileMiddleware, config="keystile.yaml")  # doctest: +SKIP
 
     ``config`` is a YAML path, a mapping of the same shape, or a
-    ``Keystile`` engine (to share one engine between apps and tests). The
-    config is validated here, at start: a bad one raises ``ConfigError``.
+    ``Keystile`` engine (to share one engine between apps and tests). A bad
+    config, a missing pepper or a key store that does not answer fails the
+    server's start: the lifespan startup is answered with
+    ``lifespan.startup.failed`` and the reason, and only once keystile is
+    ready does the app see the startup. Built outside a running server (at
+    import), a bad config or pepper raises ``ConfigError`` at once.
 
     Security caveat: behind a proxy, list it in ``trusted_proxies``, or every
     client shares the proxy's failed-auth budget.
     """
 
+    ks: Keystile
+    errors: str
+
     def __init__(self, app: ASGIApp, config: Any = None, *, engine: Keystile | None = None) -> None:
         self.app = app
-        self.ks = engine_for(config, engine)
+        self._failure: Exception | None = None
+        try:
+            self.ks = engine_for(config, engine)
+        except Exception as exc:
+            if not _in_event_loop():
+                raise
+            # Built inside a running server: Starlette builds its middleware
+            # on the first call it gets, the lifespan's, so an exception here
+            # would be the app's answer to the lifespan, which uvicorn takes
+            # for "lifespan unsupported" before answering 500 to every
+            # request. Kept, it fails the lifespan startup with its reason.
+            # (Outside an event loop, at import, raising stops any server.)
+            self._failure = exc
+            return
         self.errors = self.ks.config.errors
         _warn_memory_limiter(self.ks)
 
     def __repr__(self) -> str:
+        if self._failure is not None:
+            return f"KeystileMiddleware(failed: {type(self._failure).__name__})"
         return f"KeystileMiddleware({self.ks!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             if kind == "lifespan":
-                receive = self._lifespan_receive(receive)
-            await self.app(scope, receive, send)
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
+        if self._failure is not None:
+            # A server that ran no lifespan: every request says why.
+            raise self._failure.with_traceback(None)
         view = view_from_scope(scope)
         decision = await self.ks.adecide(view)
         if isinstance(decision, Refusal):
@@ -149,16 +177,36 @@ class KeystileMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Start keystile before the app: a failed start is the server's failed start."""
+        pending: Message | None = await receive()
+        if pending is not None and pending.get("type") == "lifespan.startup":
+            failure = self._failure or await self._store_failure()
+            if failure is not None:
+                await send({"type": "lifespan.startup.failed", "message": f"keystile: {failure}"})
+                return
+
+        async def app_receive() -> Message:
+            nonlocal pending
+            if pending is not None:
+                message, pending = pending, None  # the startup keystile read first
+            else:
+                message = await receive()
             if message.get("type") == "lifespan.shutdown":
                 # Write pending last_used_at and close this loop's store
                 # connections before the server exits.
                 await self.ks.arelease()
             return message
 
-        return wrapped
+        await self.app(scope, app_receive, send)
+
+    async def _store_failure(self) -> Exception | None:
+        """Why the key store does not answer, if it does not (its tables are made if missing)."""
+        try:
+            await self.ks.astore.aexecute("ping")
+        except ServiceUnavailable as exc:
+            return exc
+        return None
 
 
 # The names keystile adds to responses most often, encoded once.
@@ -204,6 +252,14 @@ def _scrub_scope(scope: Scope, decision: Admit) -> None:
             scope["raw_path"] = strip_target_param(
                 bytes(raw_path).decode("latin-1"), "token"
             ).encode("latin-1")
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _warn_memory_limiter(engine: Keystile) -> None:

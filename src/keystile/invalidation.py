@@ -21,7 +21,9 @@ import logging
 import queue
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
+from keystile._outage import cause_of
 from keystile._redis_clients import parse_redis_uri, sync_client
 from keystile.cache import KeyCache
 
@@ -38,6 +40,7 @@ class Invalidator:
 
     def __init__(self, storage_uri: str, cache: KeyCache) -> None:
         self._target = parse_redis_uri(storage_uri)
+        self._password = urlsplit(storage_uri).password  # masked out of what is logged
         self.channel = f"{self._target.key_prefix}:invalidate"
         self._cache = cache
         self._outgoing: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -85,7 +88,8 @@ class Invalidator:
             except Exception as exc:  # redis errors, lost connections: retry
                 if self.subscribed.is_set():
                     logger.warning(
-                        "key invalidation channel lost (%s); reconnecting", type(exc).__name__
+                        "key invalidation channel lost (%s); reconnecting",
+                        cause_of(exc, secrets=[self._password]),
                     )
                 self.subscribed.clear()
                 self._stop.wait(RECONNECT)

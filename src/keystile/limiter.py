@@ -36,6 +36,7 @@ import limits.strategies
 from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage, storage_from_string
 
+from keystile._outage import cause_of, masked_uri
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.config import LimiterConfig
 from keystile.errors import ConfigError, LimiterUnavailable
@@ -123,7 +124,9 @@ class StrategyLimiter:
                         strategy.hit(spec.item, spec.bucket)
                 states = self._states(call.specs)
         except Exception as exc:
-            raise LimiterUnavailable(f"limiter storage unavailable: {type(exc).__name__}") from exc
+            cause = cause_of(exc, secrets=[urlsplit(self.config.storage).password])
+            where = masked_uri(self.config.storage)
+            raise LimiterUnavailable(f"limiter storage {where} unavailable: {cause}") from exc
         if not self._in_memory and time.monotonic() - started > self.config.timeout:
             raise LimiterUnavailable("limiter storage over limiter.timeout")
         return LimitResult(admitted, states)

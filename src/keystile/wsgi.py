@@ -16,6 +16,7 @@ from typing import Any
 
 from keystile.asgi import _warn_memory_limiter
 from keystile.engine import Keystile, engine_for
+from keystile.errors import ServiceUnavailable
 from keystile.pipeline import Admit, Refusal, route_of
 from keystile.responses import render_refusal
 from keystile.sansio import (
@@ -101,9 +102,13 @@ class KeystileMiddleware:
 
     >>> app.wsgi_app = KeystileMiddleware(app.wsgi_app, config="keystile.yaml")  # doctest: +SKIP
 
-    ``config`` is a YAML path, a mapping or a ``Keystile`` engine. Pending
-    ``last_used_at`` writes are flushed at interpreter exit, since WSGI has no
-    shutdown event.
+    ``config`` is a YAML path, a mapping or a ``Keystile`` engine. WSGI has
+    no start or shutdown event, so building the middleware is the app's
+    start: a bad config or a missing pepper raises ``ConfigError``, and a key
+    store that does not answer ``StoreUnavailable`` (checked when the
+    middleware builds the engine itself; an engine handed in is its maker's
+    to check). Pending ``last_used_at`` writes are flushed at interpreter
+    exit.
 
     Security caveat: the raw request target (``RAW_URI``/``REQUEST_URI``) is
     checked for encoded slashes when the server provides it; servers that
@@ -114,6 +119,8 @@ class KeystileMiddleware:
     def __init__(self, app: WSGIApp, config: Any = None, *, engine: Keystile | None = None) -> None:
         self.app = app
         self.ks = engine_for(config, engine)
+        if engine is None and not isinstance(config, Keystile):
+            _check_store(self.ks)
         self.errors = self.ks.config.errors
         _warn_memory_limiter(self.ks)
 
@@ -182,3 +189,20 @@ def _status_code(line: str) -> int:
         return int(line[:3])
     except ValueError:  # a malformed status line: the server will refuse it anyway
         return 500
+
+
+def _check_store(ks: Keystile) -> None:
+    """Raise ``StoreUnavailable`` now if the key store does not answer (its tables are made).
+
+    The connections the check opened are let go at once: a server that
+    forks its workers after loading the app (gunicorn ``--preload``) must
+    not hand one socket, or a thread pool whose threads stayed behind, to
+    every worker. Each worker opens its own on its first request.
+    """
+    store = ks.store
+    try:
+        store.execute("ping")
+    except ServiceUnavailable:
+        ks.close()
+        raise
+    store.close()

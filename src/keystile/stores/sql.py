@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from keystile._outage import cause_of
 from keystile._redact import redact_url
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores._bounded import READ_ONLY, Call, current_call, lost_connection, run_op, watch
@@ -92,7 +93,26 @@ def driver_url(url: str, *, use_async: bool) -> sa.URL:
 
 
 def _connect_args(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
-    """Driver settings; the bound on a call is the client-side deadline, not these.
+    """Driver settings: the URL's own query options, and keystile's where the URL is silent.
+
+    SQLAlchemy lets ``connect_args`` override the URL's query, so a setting
+    keystile passes would silently replace the user's (PostgreSQL's
+    ``options=-csearch_path=app`` lost its schema that way). PostgreSQL's
+    ``options`` are merged instead: keystile's ``statement_timeout`` first,
+    then the user's, so a ``statement_timeout`` the URL sets still wins.
+    """
+    ours = _driver_settings(url, timeout, use_async=use_async)
+    query = url.query
+    merged = {name: value for name, value in ours.items() if name not in query}
+    if "options" in ours and "options" in query:
+        given = query["options"]
+        given = given if isinstance(given, str) else " ".join(given)
+        merged["options"] = f"{ours['options']} {given}"
+    return merged
+
+
+def _driver_settings(url: sa.URL, timeout: float, *, use_async: bool) -> dict[str, Any]:
+    """keystile's settings; the bound on a call is the client-side deadline, not these.
 
     They only make a connection that keystile has already given up on end
     sooner on its own, and keep idle pooled connections alive through NATs
@@ -143,9 +163,11 @@ def _wrap(exc: Exception, url: str) -> Exception:
         asyncio.TimeoutError,
     )
     if isinstance(exc, outage):
-        # The driver's message can quote a query's parameters; the outage is
-        # told by its kind, the cause stays chained for debugging.
-        return StoreUnavailable(f"key store {redact_url(url)} unavailable: {type(exc).__name__}")
+        # The cause in a few words (keystile._outage reads it from the
+        # driver's exception without repeating a query's values); the whole
+        # exception stays chained for debugging.
+        cause = cause_of(exc, secrets=[_password(url)])
+        return StoreUnavailable(f"key store {redact_url(url)} unavailable: {cause}")
     return exc
 
 
@@ -153,6 +175,13 @@ def _over_time(url: str, timeout: float) -> StoreUnavailable:
     return StoreUnavailable(
         f"key store {redact_url(url)} unavailable: no answer within {timeout:g}s"
     )
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except sa_exc.ArgumentError:
+        return None
 
 
 def _import_driver_or_explain(url: sa.URL) -> None:
@@ -207,7 +236,23 @@ class SQLKeyStore:
         try:
             if not self._networked:
                 return self._attempt(call, fn, args)
-            future = self._pool_of_workers().submit(self._attempt, call, fn, args)
+            try:
+                future = self._pool_of_workers().submit(self._attempt, call, fn, args)
+            except RuntimeError:
+                # The interpreter is exiting: when the main thread ends,
+                # concurrent.futures stops every thread pool for good (its
+                # hook runs before any atexit function), yet the engine's
+                # atexit flush of last_used_at still has to reach the
+                # database. So it runs here, on the calling thread, bounded
+                # only by the drivers' own timeouts (connect_timeout, and
+                # statement_timeout or read_timeout). Running the flush
+                # earlier instead (threading._register_atexit) would lean on
+                # a private hook whose order against concurrent.futures'
+                # depends on import order, and would run while non-daemon
+                # request threads may still note uses; a thread of our own
+                # is no way out either, as Python 3.12 refuses to start one
+                # from an atexit function.
+                return self._attempt(call, fn, args)
             try:
                 return future.result(timeout)
             except TimeoutError:

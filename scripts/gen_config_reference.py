@@ -268,8 +268,10 @@ SECTIONS: tuple[Section, ...] = (
         "routes[]",
         schema.RouteConfig,
         "A list of rules. `{name}` is one path segment, `{name:path}` the rest. The most "
-        "specific rule wins (more literal segments, then a method list over none); a tie is "
-        "an error.",
+        "specific rule wins, never the first listed: more literal segments, then no "
+        "`{name:path}`, then a method list over none, then the leftmost literal (see "
+        "[which rule governs a request](../guides/scopes.md#which-rule-governs-a-request)); "
+        "a tie is an error.",
         (
             Entry("path", "path", "The pattern (required)."),
             Entry(

@@ -108,7 +108,14 @@ class Door:
         query: str = "",
         client: str | None = "127.0.0.1",  # None: a Unix socket peer, with no address
         key: str | None = None,
+        root: str = "",
     ) -> Reply:
+        """Send one request; ``root`` mounts the app under that prefix (raw, as sent).
+
+        With ``root``, ``path`` is the path under the mount point: the ASGI
+        door sends ``root_path`` and a ``path`` that includes it, as the
+        ASGI spec says; the WSGI door sends ``SCRIPT_NAME`` and ``PATH_INFO``.
+        """
         raw = path.encode("latin-1") if isinstance(path, str) else path
         headers = list(headers or [])
         if key is not None:
@@ -118,8 +125,10 @@ class Door:
                 # One loop for the door's life, as a server has: the async
                 # store's pooled connections belong to it.
                 self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(self._asgi(method, raw, headers, query, client))
-        return self._wsgi(method, raw, headers, query, client)
+            return self._loop.run_until_complete(
+                self._asgi(method, raw, headers, query, client, root)
+            )
+        return self._wsgi(method, raw, headers, query, client, root)
 
     async def _asgi(
         self,
@@ -128,16 +137,18 @@ class Door:
         headers: list[tuple[str, str]],
         query: str,
         client: str | None,
+        root: str = "",
     ) -> Reply:
+        full = root.encode("latin-1") + raw
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": unquote_to_bytes(raw).decode("utf-8", "replace"),
-            "raw_path": raw,
-            "root_path": "",
+            "path": unquote_to_bytes(full).decode("utf-8", "replace"),
+            "raw_path": full,
+            "root_path": unquote_to_bytes(root).decode("utf-8", "replace"),
             "query_string": query.encode("latin-1"),
             "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers],
             "client": None if client is None else (client, 50000),
@@ -171,6 +182,7 @@ class Door:
                 + ([("Authorization", f"Bearer {r['key']}")] if r.get("key") else []),
                 str(r.get("query", "")),
                 r.get("client", "127.0.0.1"),
+                str(r.get("root", "")),
             )
             for r in requests
         ]
@@ -184,7 +196,7 @@ class Door:
             return self._loop.run_until_complete(gather())
         start = threading.Barrier(len(calls))
 
-        def one(call: tuple[str, bytes, list[tuple[str, str]], str, str | None]) -> Reply:
+        def one(call: tuple[str, bytes, list[tuple[str, str]], str, str | None, str]) -> Reply:
             start.wait()
             return self._wsgi(*call)
 
@@ -198,12 +210,13 @@ class Door:
         headers: list[tuple[str, str]],
         query: str,
         client: str | None,
+        root: str = "",
     ) -> Reply:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
-            "SCRIPT_NAME": "",
+            "SCRIPT_NAME": unquote_to_bytes(root).decode("latin-1"),
             "PATH_INFO": unquote_to_bytes(raw).decode("latin-1"),
-            "RAW_URI": raw.decode("latin-1") + (f"?{query}" if query else ""),
+            "RAW_URI": root + raw.decode("latin-1") + (f"?{query}" if query else ""),
             "QUERY_STRING": query,
             "SERVER_NAME": "127.0.0.1",
             "SERVER_PORT": "8000",

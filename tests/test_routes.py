@@ -120,6 +120,10 @@ def winner(table: RouteTable, method: str, path: str) -> str | None:
         pytest.param([rule("/a/{x}")], "GET", "/a//", None, id="empty-segment-no-param"),
         pytest.param([rule("/{x}")], "GET", "//", None, id="double-slash-no-param"),
         pytest.param([rule("/a")], "GET", "a", None, id="relative-path-no-match"),
+        # "xa" minus its first character is "a": only the leading-/ guard refuses it.
+        pytest.param([rule("/a")], "GET", "xa", None, id="relative-path-not-read-past-char-0"),
+        pytest.param([rule("/{x}")], "GET", "xa", None, id="relative-path-no-param"),
+        pytest.param([rule("/")], "GET", "//", None, id="double-slash-is-not-root"),
         pytest.param([rule("/A")], "GET", "/a", None, id="literals-case-sensitive"),
     ],
 )
@@ -127,6 +131,84 @@ def test_most_specific_rule_wins(
     rules: list[RouteConfig], method: str, path: str, expected: str | None
 ) -> None:
     assert winner(RouteTable(rules), method, path) == expected
+
+
+# Each case sets two precedence rules against each other (and against the
+# left-to-right order of rule 4), so that every weight of the folded
+# precedence key is pinned: see the module docstring of keystile.routes.
+@pytest.mark.parametrize(
+    ("rules", "path", "expected"),
+    [
+        pytest.param(
+            [rule("/{p}/b/c/{rest:path}"), rule("/a/{x}/{y}/{z}", "GET")],
+            "/a/b/c/d",
+            "/{p}/b/c/{rest:path}",
+            id="1-literals-beat-no-path-and-a-method-list",
+        ),
+        pytest.param(
+            [rule("/a/b/{rest:path}"), rule("/a/{x}/{y}/{z}")],
+            "/a/b/c/d",
+            "/a/b/{rest:path}",
+            id="1-literals-beat-a-longer-rule",
+        ),
+        pytest.param(
+            [rule("/{x}/b/c"), rule("/a/{y}/{z}", "GET")],
+            "/a/b/c",
+            "/{x}/b/c",
+            id="1-literals-beat-a-method-list",
+        ),
+        pytest.param(
+            [rule("/{x}/b/c/{rest:path}"), rule("/a/{y}/{z}/{w}")],
+            "/a/b/c/d",
+            "/{x}/b/c/{rest:path}",
+            id="1-literals-beat-no-path",
+        ),
+        pytest.param(
+            [rule("/a/{rest:path}", "GET"), rule("/{x}/b/{y}")],
+            "/a/b/c",
+            "/{x}/b/{y}",
+            id="2-no-path-beats-a-method-list",
+        ),
+        pytest.param(
+            [rule("/a/{rest:path}"), rule("/{x}/b")],
+            "/a/b",
+            "/{x}/b",
+            id="2-no-path-beats-the-leftmost-literal",
+        ),
+        pytest.param(
+            [rule("/a/{x}/{y}"), rule("/{p}/{q}/c", "GET")],
+            "/a/b/c",
+            "/{p}/{q}/c GET",
+            id="3-a-method-list-beats-the-leftmost-literal",
+        ),
+        pytest.param(
+            [rule("/a/{rest:path}"), rule("/a/{x}/{more:path}")],
+            "/a/b/c",
+            "/a/{x}/{more:path}",
+            id="4-param-beats-path-where-the-shorter-rule-has-it",
+        ),
+        pytest.param(
+            [rule("/{x}/b/{rest:path}"), rule("/a/{y}/{more:path}")],
+            "/a/b/c/d",
+            "/a/{y}/{more:path}",
+            id="4-the-first-difference-decides-not-the-length",
+        ),
+        pytest.param(
+            [rule("/a/{x}/c/{rest:path}"), rule("/a/b/{more:path}")],
+            "/a/b/c/d",
+            "/a/b/{more:path}",
+            id="4-the-first-difference-outweighs-all-later-ones",
+        ),
+    ],
+)
+def test_precedence_rules_apply_in_order(
+    rules: list[RouteConfig], path: str, expected: str
+) -> None:
+    # The answer must not depend on file order, nor on other rules that
+    # merely make the table deeper (precedence pads every rule to its depth).
+    deeper = [*rules, rule("/z/z/z/z/z/z/z")]
+    for table in (rules, rules[::-1], deeper):
+        assert winner(RouteTable(table), "GET", path) == expected
 
 
 @pytest.mark.parametrize(
@@ -138,6 +220,9 @@ def test_most_specific_rule_wins(
         pytest.param("/f/{rest:path}", "/f/a/b/", {"rest": "a/b"}, id="path-trailing-slash"),
         pytest.param("/{x}/{rest:path}", "/1/2", {"x": "1", "rest": "2"}, id="param-and-path"),
         pytest.param("/e/{id}", "/e/a b%2F", {"id": "a b%2F"}, id="value-as-given"),
+        # The static index holds rules without parameters only: were this rule
+        # indexed under its text, "/items/id" would find it there and bind nothing.
+        pytest.param("/items/{id}", "/items/id", {"id": "id"}, id="value-spelled-as-the-name"),
     ],
 )
 def test_params_are_bound(pattern: str, path: str, params: dict[str, str]) -> None:
@@ -201,6 +286,8 @@ def test_a_tie_without_lines_names_the_paths() -> None:
         pytest.param("a/b", "must be a string starting with '/'", id="relative"),
         pytest.param("", "must be a string starting with '/'", id="empty"),
         pytest.param("/a//b", "empty segment", id="double-slash"),
+        pytest.param("//", "empty segment", id="root-double-slash"),
+        pytest.param("/a//", "empty segment", id="double-slash-at-the-end"),
         pytest.param("/a/{", "is not a parameter", id="lone-brace"),
         pytest.param("/a/{x", "is not a parameter", id="unclosed-brace"),
         pytest.param("/a/x}", "is not a parameter", id="unopened-brace"),

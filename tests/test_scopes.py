@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import string
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keystile.config import ScopesConfig, load_config
 from keystile.errors import KeyInputError
 from keystile.scopes import ScopePolicy, find_cycle, is_well_formed
 
@@ -159,6 +161,23 @@ def test_unknown_preset_is_a_key_input_error_naming_the_field() -> None:
     assert "everything" in str(caught.value)
 
 
+def test_a_scope_named_only_in_a_preset_is_known() -> None:
+    # No route, implies or `known` list names "deploy:run": the preset alone
+    # must keep it known, or `*` presets and the management API forget it.
+    section = ScopesConfig(
+        presets=MappingProxyType({"ci": ("deploy:run",), "all": ("*",), "reads": ("*:read",)}),
+        known=("events:read",),
+        default=("events:read",),
+    )
+    policy = ScopePolicy.from_config(section)
+    assert policy.known == {"deploy:run", "events:read"}
+    assert policy.preset("all") == ("deploy:run", "events:read")
+    assert policy.preset("reads") == ("events:read",)
+    config = load_config({"store": "memory://", "scopes": {"presets": {"ci": ["deploy:run"]}}})
+    assert "deploy:run" in config.known_scopes()
+    assert "deploy:run" in config.scope_policy.known
+
+
 def test_is_destructive() -> None:
     assert POLICY.is_destructive("servers:delete")
     assert not POLICY.is_destructive("servers:write")
@@ -187,6 +206,22 @@ def test_is_destructive() -> None:
 )
 def test_is_well_formed(scope: str, wildcards: bool, expected: bool) -> None:
     assert is_well_formed(scope, allow_wildcards=wildcards) is expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(None, id="none"),
+        pytest.param(7, id="int"),
+        pytest.param(b"events:read", id="bytes"),
+        pytest.param(["events:read"], id="list"),
+        pytest.param({"events": "read"}, id="mapping"),
+    ],
+)
+def test_a_non_string_is_not_well_formed_and_does_not_raise(value: object) -> None:
+    # YAML and JSON bodies hand over whatever they hold; the answer is "no".
+    assert is_well_formed(value) is False  # type: ignore[arg-type]
+    assert is_well_formed(value, allow_wildcards=False) is False  # type: ignore[arg-type]
 
 
 # --- properties ---------------------------------------------------------------

@@ -4,7 +4,8 @@ Patterns
     A pattern starts with ``/`` and is made of segments: literal text,
     ``{name}`` (exactly one non-empty segment) or ``{name:path}`` (the rest of
     the path, one or more segments; only as the last segment). A trailing
-    slash is ignored, on patterns and on requests (``/a/`` is ``/a``).
+    slash is ignored, on patterns and on requests (``/a/`` is ``/a``); ``//``
+    is an empty segment, never ``/``.
 
 Precedence (decided by specificity, never by file order)
     Of the rules whose pattern and methods match the request:
@@ -15,6 +16,18 @@ Precedence (decided by specificity, never by file order)
     4. then, reading segments left to right, the first position where the
        rules differ decides: literal beats ``{name}`` beats ``{name:path}``
        (``/a/{x}`` beats ``/{y}/b`` for ``/a/b``).
+
+    Each rule is consulted only when the rules above it tie, whatever the
+    later ones would say:
+
+    - ``/{p}/b/c/{rest:path}`` beats ``GET /a/{x}/{y}/{z}`` for ``/a/b/c/d``
+      (rule 1: two literals against one, despite rules 2, 3 and 4);
+    - ``/a/b/{rest:path}`` beats ``/a/{x}/{y}/{z}`` for ``/a/b/c/d``
+      (rule 1, despite rule 2: a longer pattern is not more specific);
+    - ``/{x}/b/{y}`` beats ``GET /a/{rest:path}`` for ``/a/b/c``
+      (rule 2, despite rules 3 and 4);
+    - ``GET /{p}/{q}/c`` beats ``/a/{x}/{y}`` for ``GET /a/b/c``
+      (rule 3, despite rule 4).
 
     A rule whose ``methods`` do not include the request's method is not a
     match: the request falls back to less specific rules, or to none (and the
@@ -114,8 +127,8 @@ def parse_pattern(
     """Parse a route pattern, raising :class:`ConfigError` at ``source:line``.
 
     Patterns that could never match a request the pipeline lets through
-    (``//``, ``.``/``..`` segments) are refused here rather than left as
-    dead rules.
+    (``//``, ``/a//b``, ``.``/``..`` segments) are refused here rather than
+    left as dead rules.
     """
 
     def fail(message: str) -> ConfigError:
@@ -123,7 +136,9 @@ def parse_pattern(
 
     if not isinstance(path, str) or not path.startswith("/"):
         raise fail("must be a string starting with '/'")
-    body = path[1:-1] if len(path) > 1 and path.endswith("/") else path[1:]
+    # One trailing slash after a segment is ignored; `//` is an empty
+    # segment before it, never `/`.
+    body = path[1:-1] if path.endswith("/") and not path.endswith("//") else path[1:]
     segments: list[Segment] = []
     names: set[str] = set()
     texts = body.split("/") if body else []
@@ -249,6 +264,8 @@ class RouteTable:
         if not path.startswith("/"):
             return None
         if len(path) > 1 and path.endswith("/"):
+            if path.endswith("//"):
+                return None  # an empty segment, as `//` is: never the rule of `/`
             path = path[:-1]
         method = method.upper()
         static = self._static.get(path)  # never holds a path with `//`
@@ -349,9 +366,15 @@ def _precedence(pattern: PathPattern, methods: frozenset[str] | None, depth: int
     """The module docstring's precedence rules 1 to 4 folded into one integer.
 
     Compared once per candidate on the request path, an int is cheaper than
-    a tuple. Rule 4's segment kinds are base-3 digits padded to the table's
-    depth; padding with PATH (0) is sound because only two ``{name:path}``
-    rules can differ in length, and they differ at a digit before it.
+    a tuple. Rules 1 to 3 make the leading digit, ``literals * 4 + 2 * (no
+    {name:path}) + (methods listed)``: 4 exceeds the 3 that rules 2 and 3 add
+    at most, and rule 2's 2 exceeds rule 3's 1. Rule 4's segment kinds follow
+    as base-3 digits, each worth more than all the digits after it. Every
+    rule is padded to the table's depth, so every key has the same number of
+    digits and rule 1 is never outweighed by a longer pattern. The padding's
+    value never decides: two matching rules whose leading digits tie and whose
+    lengths differ both end in ``{name:path}``, and they differ at or before
+    the shorter one's last segment.
     """
     key = pattern.literal_count * 4 + (0 if pattern.has_path else 2) + (methods is not None)
     kinds = [s.kind for s in pattern.segments]

@@ -356,21 +356,36 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _parse_ip(text: str) -> IPAddress | None:
+    """An address, with an IPv4-mapped IPv6 one (``::ffff:10.0.0.2``, as a
+    dual-stack socket reports an IPv4 peer) read as the IPv4 address it is,
+    so that IPv4 ``trusted_proxies`` hold it."""
     try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
+        ip = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+_PORT = re.compile(r"(?::[0-9]{1,5})?")
 
 
 def _parse_hop(text: str) -> IPAddress | None:
     """An ``X-Forwarded-For`` hop: ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
     ``[2001:db8::1]`` or ``[2001:db8::1]:443`` (a port, which some proxies
-    write, is ignored)."""
-    hop = text.strip()
+    write, is ignored). Anything else, an unclosed bracket or a port that is
+    not a number included, is garbled: None."""
+    hop, port = text.strip(), ""
     if hop.startswith("["):
-        hop = hop[1 : hop.find("]")] if "]" in hop else hop
-    elif hop.count(":") == 1:
-        hop = hop.partition(":")[0]  # IPv4 with a port; a bare IPv6 has several
+        hop, closed, port = hop[1:].partition("]")
+        if not closed:
+            return None
+    elif hop.count(":") == 1:  # IPv4 with a port; a bare IPv6 has several colons
+        hop, _, number = hop.partition(":")
+        port = ":" + number
+    if not _PORT.fullmatch(port):
+        return None
     return _parse_ip(hop)
 
 
@@ -429,17 +444,22 @@ def client_address(
 
 
 def origin_host(view: RequestView) -> str | None:
-    """The host of ``Origin``, else of ``Referer`` (lower-case, with port if any)."""
+    """The host of ``Origin``, else of ``Referer`` (lower-case, with port if any).
+
+    An Origin that names no host (``null``, as browsers send from sandboxed
+    or privacy-sensitive contexts, or ``file://``) says nothing about the
+    page, so Referer decides; a garbled one is refused (None). Userinfo is
+    never taken for the host.
+    """
     for name in ("origin", "referer"):
         value = view.header(name)
-        if value and value != "null":
+        if value:
             try:
                 parts = urlsplit(value)
             except ValueError:
                 return None
             if parts.hostname:
                 return parts.netloc.rpartition("@")[2].lower()
-            return None
     return None
 
 

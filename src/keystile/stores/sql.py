@@ -57,6 +57,19 @@ __all__ = [
     "usage_table",
 ]
 
+# The writes behind (last_used_at, usage counts, audit events) run off the
+# request path, in one transaction a flush, and a busy flush (10,000 usage
+# counters are 50 statements) may take longer than one request's store call
+# should: they get this bound instead. The server's statement_timeout still
+# bounds each statement by store_timeout.
+BACKGROUND_OPS = frozenset({"touch", "add_usage", "audit"})
+BACKGROUND_TIMEOUT = 30.0
+
+
+def _timeout_of(op: str, timeout: float) -> float:
+    return max(timeout, BACKGROUND_TIMEOUT) if op in BACKGROUND_OPS else timeout
+
+
 # Connections per engine (the pool's size plus its overflow); a sync store
 # runs at most this many calls at once, one worker thread per connection.
 POOL_SIZE = 5
@@ -229,7 +242,7 @@ class SQLKeyStore:
     def execute(self, op: str, *args: Any) -> Any:
         if not self._ready and self._create:
             self.init_schema()
-        return self._bounded(OPS[op], args, self.timeout)
+        return self._bounded(OPS[op], args, _timeout_of(op, self.timeout))
 
     def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         call = Call(read_only=fn in READ_ONLY)
@@ -332,7 +345,7 @@ class AsyncSQLKeyStore:
             if not self._ready and self._create:
                 await self._bounded(create_schema, (), max(self.timeout, SCHEMA_TIMEOUT))
                 self._ready = True
-            return await self._bounded(OPS[op], args, self.timeout)
+            return await self._bounded(OPS[op], args, _timeout_of(op, self.timeout))
         except (KeyConflict, StoreUnavailable):
             raise
         except Exception as exc:

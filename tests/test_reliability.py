@@ -22,40 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
 from keystile import Keystile, StoreUnavailable
 from keystile.stores.sql import AsyncSQLKeyStore, SQLKeyStore
-from tests.conftest import MYSQL_URL, POSTGRES_URL, _reset_sql, make_engine
+from tests.conftest import make_engine
 from tests.doors import DOORS, Door, Reply
 from tests.tcp_proxy import TcpProxy
 from tests.test_limits_exact import _asgi_get
 
 TIMEOUT = 0.5  # under a second on purpose: libpq cannot bound that by itself
 BOUND = 2 * TIMEOUT  # how long a refused request may take, overhead included
-
-DATABASES = [
-    pytest.param(POSTGRES_URL, marks=pytest.mark.postgres, id="postgres"),
-    pytest.param(MYSQL_URL, marks=pytest.mark.mysql, id="mysql"),
-]
-
-
-@pytest.fixture(params=DATABASES)
-def proxied_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, TcpProxy]]:
-    """The database's URL rewritten to go through a proxy of its own, and the proxy."""
-    url: str = request.param
-    _reset_sql(url)
-    target = make_url(url)
-    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
-        through = target.set(host="127.0.0.1", port=proxy.port)
-        yield through.render_as_string(hide_password=False), proxy
 
 
 def engine_on(url: str, **config: Any) -> Keystile:

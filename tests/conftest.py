@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.tcp_proxy import TcpProxy
+
 REQUIRE_SERVICES = os.environ.get("KEYSTILE_REQUIRE_SERVICES") == "1"
 PEPPER = b"test-pepper-0123456789abcdef0123"
 
@@ -109,6 +111,30 @@ def store_url_for(backend: str, tmp_path: Path) -> str:
 @pytest.fixture(params=STORE_BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return store_url_for(request.param, tmp_path)
+
+
+# The networked databases, for tests that cut them (tests/tcp_proxy.py).
+PROXIED_DATABASES = [
+    pytest.param(POSTGRES_URL, marks=pytest.mark.postgres, id="postgres"),
+    pytest.param(MYSQL_URL, marks=pytest.mark.mysql, id="mysql"),
+]
+
+
+@pytest.fixture(params=PROXIED_DATABASES)
+def proxied_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, TcpProxy]]:
+    """The database's URL rewritten to go through a proxy of its own, and the proxy.
+
+    The proxy cuts or stalls the real database for outage tests; the
+    tables are dropped first.
+    """
+    from sqlalchemy.engine import make_url
+
+    url: str = request.param
+    _reset_sql(url)
+    target = make_url(url)
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        through = target.set(host="127.0.0.1", port=proxy.port)
+        yield through.render_as_string(hide_password=False), proxy
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ backends), through the ASGI and the WSGI door.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import pytest
 
 from keystile import Keystile
 from keystile.asgi import KeystileMiddleware as ASGIMiddleware
-from keystile.limiter import memory_limiter_warning, worker_processes
-from keystile.limiting import LimitCall, specs_for_key
+from keystile.config import LimiterConfig
+from keystile.limiter import memory_limiter_warning, open_limiter, worker_processes
+from keystile.limiting import LimitCall, LimitSpec, parse_limits, specs_for_key
 from keystile.wsgi import KeystileMiddleware as WSGIMiddleware
 from tests.conftest import PEPPER, REDIS_URL
 from tests.doors import DOORS, Door, echo_asgi, echo_wsgi
@@ -117,24 +119,33 @@ def get(door: Door, secret: str | None, **kw: Any) -> Any:
 # -- which limits apply -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_key_limit_counts_down_then_refuses_with_retry_after(
-    door_kind: str, storage: str, engines: list[Any]
+    door_kind: str, storage: str, strategy: str, engines: list[Any]
 ) -> None:
-    door, ks = open_door(engines, door_kind, storage, {"key": "3/minute"})
+    # An hour: the sliding counter's windows are aligned on the clock in
+    # memory://, and four requests must not straddle a boundary between two.
+    door, ks = open_door(
+        engines, door_kind, storage, {"key": "3/hour"}, limiter={"strategy": strategy}
+    )
     secret = key(ks)
-    before = int(time.time())
+    before = time.time()
     replies = [get(door, secret) for _ in range(4)]
+    after = time.time()
     assert [r.status for r in replies] == [200, 200, 200, 429]
     assert [r.header("x-ratelimit-remaining") for r in replies] == ["2", "1", "0", "0"]
-    for reply in replies:
+    resets = [int(r.header("x-ratelimit-reset")) for r in replies]
+    for reply, reset in zip(replies, resets, strict=True):
         assert reply.header("x-ratelimit-limit") == "3"
-        reset = int(reply.header("x-ratelimit-reset"))
-        assert before <= reset <= before + 61
+        assert before < reset <= math.ceil(after) + 3600
+    assert len(set(resets)) == 1  # one window, one reset (each rounded up to the second)
     refused = replies[-1]
     assert refused.json["code"] == "RATE_LIMITED" and refused.json["status"] == 429
     wait = int(refused.header("retry-after"))
-    assert 1 <= wait <= 60 and refused.json["retry_after"] == wait
-    assert replies[0].header("retry-after") is None
+    assert 1 <= wait <= 3600 and refused.json["retry_after"] == wait
+    # Retry-After counts to the same moment X-RateLimit-Reset names.
+    assert resets[-1] - math.ceil(after) <= wait <= resets[-1] - math.floor(before) + 1
+    assert all(r.header("retry-after") is None for r in replies[:-1])
 
 
 def test_keys_own_rate_limit_replaces_the_default(
@@ -215,35 +226,81 @@ def test_a_refused_request_spends_none_of_the_other_limits(
 # -- headers --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ietf_headers_name_the_tightest_policy(
-    door_kind: str, storage: str, engines: list[Any]
+    door_kind: str, storage: str, strategy: str, engines: list[Any]
 ) -> None:
     door, ks = open_door(
         engines,
         door_kind,
         storage,
-        {"key": "10/minute", "org": "4/minute"},
-        limiter={"headers": ["x-ratelimit", "ietf"]},
+        {"key": "10/hour", "org": "4/hour"},
+        limiter={"headers": ["x-ratelimit", "ietf"], "strategy": strategy},
     )
     reply = get(door, key(ks))
-    assert reply.header("ratelimit-policy") == '"org";q=4;w=60'
+    assert reply.header("ratelimit-policy") == '"org";q=4;w=3600'
     policy, remaining, reset = reply.header("ratelimit").split(";")
     assert policy == '"org"' and remaining == "r=3"
-    assert 0 <= int(reset.removeprefix("t=")) <= 60
+    assert 0 < int(reset.removeprefix("t=")) <= 3600
+    assert reply.header("x-ratelimit-limit") == "4"
     assert reply.header("x-ratelimit-remaining") == "3"
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ietf_only_leaves_out_the_x_headers(
-    door_kind: str, storage: str, engines: list[Any]
+    door_kind: str, storage: str, strategy: str, engines: list[Any]
 ) -> None:
     door, ks = open_door(
-        engines, door_kind, storage, {"key": "1/minute"}, limiter={"headers": ["ietf"]}
+        engines,
+        door_kind,
+        storage,
+        {"key": "1/hour"},
+        limiter={"headers": ["ietf"], "strategy": strategy},
     )
     secret = key(ks)
-    get(door, secret)
+    admitted = get(door, secret)
+    assert admitted.status == 200 and admitted.header("ratelimit").startswith('"key";r=0;t=')
     refused = get(door, secret)
     assert refused.status == 429 and refused.header("x-ratelimit-limit") is None
-    assert refused.header("ratelimit") is not None and int(refused.header("retry-after")) >= 1
+    assert refused.header("x-ratelimit-remaining") is None
+    assert refused.header("ratelimit-policy") == '"key";q=1;w=3600'
+    policy, remaining, reset = refused.header("ratelimit").split(";")
+    assert (policy, remaining) == ('"key"', "r=0")
+    wait = int(refused.header("retry-after"))
+    assert 1 <= wait <= 3600 and abs(int(reset.removeprefix("t=")) - wait) <= 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reset_is_the_moment_a_refused_request_is_admitted(storage: str, strategy: str) -> None:
+    """What ``Retry-After`` is made from: never in the past, never later than needed.
+
+    Robust to a slow machine: it only compares each look's own clock
+    readings with the reset a refusal named, never a sleep with a deadline.
+    The sliding counter runs twice: first its current window refuses, then
+    (a request later) its previous window, which drains a request's worth
+    at a time.
+    """
+    limiter = open_limiter(LimiterConfig(storage=storage, strategy=strategy, timeout=5))
+    limit = (LimitSpec(parse_limits("5/second")[0], f"key:{uuid.uuid4().hex[:8]}", "key"),)
+    slack = 0.003  # Redis counts in whole milliseconds, and rounds the reset up
+    try:
+        for _ in range(2 if strategy == "sliding-window-counter" else 1):
+            spent = [limiter.hit_all(LimitCall(limit)) for _ in range(6)]
+            refused = next(r for r in spent if not r.admitted)
+            promised = refused.states[0].reset
+            looks: list[tuple[float, float, bool, float]] = []
+            while not looks or not looks[-1][2]:
+                start = time.time()
+                result = limiter.hit_all(LimitCall(limit, peek=True))
+                looks.append((start, time.time(), result.admitted, result.states[0].reset))
+                assert start < promised + 2, "still refused well after the promised reset"
+                time.sleep(0.002)
+            for start, _, _, reset in looks[:-1]:  # the refused ones
+                assert start <= promised + slack  # none after the promise
+                assert abs(reset - promised) <= slack  # each names the same moment
+            assert looks[-1][1] >= promised - slack  # admitted no sooner than promised
+    finally:
+        limiter.close()
 
 
 def test_public_routes_and_unauthenticated_requests_carry_no_limit_headers(

@@ -169,6 +169,37 @@ def test_room_frees_up_when_the_window_passes(strategy: str, redis_url: str) -> 
 
 
 @pytest.mark.redis
+def test_the_sliding_counter_names_no_later_reset_on_the_millisecond_its_window_ends(
+    redis_url: str,
+) -> None:
+    # The current counter's window ends when its TTL reads one window: the
+    # room it holds frees now, not a window later. A transaction runs the
+    # PEXPIRE and the script on one frozen clock, so the TTL reads exactly that.
+    limiter = RedisLimiter(
+        LimiterConfig(storage=redis_url, strategy="sliding-window-counter", timeout=2)
+    )
+    spec = LimitSpec(parse_limits("5/minute")[0], "key:edge", "key")
+    peek = LimitCall((spec,), peek=True)
+    (previous, current), args = limiter.keys_and_args(peek)
+    try:
+        assert [limiter.hit_all(LimitCall((spec,))).admitted for _ in range(6)] == [True] * 5 + [
+            False
+        ]
+        with limiter._client().pipeline(transaction=True) as pipe:
+            pipe.pexpire(current, 60_000)
+            pipe.eval(limiter.script, 2, previous, current, *args)
+            _, reply = pipe.execute()
+        result = limiter.result_of(peek, reply)
+        assert not result.admitted
+        assert result.states[0].reset == int(reply[1]) / 1000  # the script's own "now"
+        time.sleep(0.01)  # some milliseconds on (and under 12 s), the window has moved
+        later = limiter.hit_all(LimitCall((spec,)))
+        assert later.admitted and later.states[0].remaining == 0
+    finally:
+        limiter.close()
+
+
+@pytest.mark.redis
 def test_the_moving_window_drops_hits_that_left_it_and_counts_the_rest(redis_url: str) -> None:
     limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window", timeout=2))
     call = LimitCall((LimitSpec(parse_limits("3 per 2 seconds")[0], "key:moving", "key"),))

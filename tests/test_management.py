@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +21,10 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request as WerkzeugRequest
 
 from keystile import Keystile
-from keystile.errors import StoreUnavailable
 from keystile.management import asgi_app, wsgi_app
 from tests.conftest import PEPPER, make_engine
 from tests.doors import Door
+from tests.tcp_proxy import TcpProxy
 
 PREFIX = "/api/v1/keys"
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -251,9 +253,13 @@ ADMIN_ONLY = [
 @pytest.mark.parametrize("scope", ADMIN_ONLY)
 def test_a_member_cannot_mint_wildcard_or_destructive_scopes(api: Api, scope: str) -> None:
     assert_error(api("POST", json={"name": "n", "scopes": [scope]}), 403, "FORBIDDEN", "scopes")
+    assert api.ks.keys.list("acme") == []  # the refused POST made no key
     key = api.create()
+    before = api.ks.keys.get(key["id"])
     patched = api("PATCH", query=f"id={key['id']}", json={"scopes": [scope]})
     assert_error(patched, 403, "FORBIDDEN", "scopes")
+    assert api.ks.keys.get(key["id"]) == before  # read back: the refused PATCH changed nothing
+    assert before.scopes == ("events:read",)
 
 
 @pytest.mark.parametrize("scope", ADMIN_ONLY)
@@ -374,10 +380,12 @@ def test_patch_refuses_bad_input_naming_the_field(
     api: Api, query: str, body: Any, field: str | None
 ) -> None:
     key = api.create(name="keep")
+    before = api.ks.keys.get(key["id"])
     assert_error(
         api("PATCH", query=query.format(id=key["id"]), json=body), 400, "BAD_REQUEST", field
     )
-    assert api("GET").data[0]["name"] == "keep"
+    assert api.ks.keys.get(key["id"]) == before  # read back: nothing of it was applied
+    assert api("GET").data == [{k: v for k, v in key.items() if k != "apiKey"}]
 
 
 @pytest.mark.parametrize("query", ["", "id=", "id=a&id=b"])
@@ -409,24 +417,39 @@ def test_errors_problem_switches_refusals_to_rfc_9457(api: Api) -> None:
     engine.close()
 
 
-def test_a_store_outage_is_503_with_retry_after(api: Api) -> None:
-    class DownStore:
-        url = "memory://"
-
-        def execute(self, op: str, *args: Any) -> Any:
-            raise StoreUnavailable("down")
-
-        async def aexecute(self, op: str, *args: Any) -> Any:
-            raise StoreUnavailable("down")
-
-        def close(self) -> None:
-            pass
-
-    engine = Keystile(CONFIG, pepper=PEPPER, store=DownStore())
-    answer = Api(api.kind, engine)("GET")
-    assert_error(answer, 503, "UNAVAILABLE")
-    assert answer.headers["retry-after"] == "1"
-    engine.close()
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_store_outage_is_503_with_retry_after(
+    kind: str, proxied_url: tuple[str, TcpProxy]
+) -> None:
+    """A real database, cut under the API (as tests/test_reliability.py cuts it)."""
+    url, proxy = proxied_url
+    engine = Keystile({**CONFIG, "store": url, "store_timeout": "500ms"}, pepper=PEPPER)
+    app: Any
+    if kind == "asgi":
+        app = asgi_app(engine, authenticate=async_authenticate)
+    else:
+        app = wsgi_app(engine, authenticate=sync_authenticate)
+    try:
+        with contextlib.ExitStack() as stack:
+            api = Api(kind, engine, app)
+            if kind == "asgi":  # one event loop, so one async store, for all requests
+                api.client = stack.enter_context(TestClient(app))
+                stack.callback(api.client.portal.call, engine.aclose)
+            made = api.create()
+            proxy.cut()
+            for method, body in (("GET", None), ("POST", {"name": "during"})):
+                started = time.monotonic()
+                answer = api(method, json=body)
+                assert_error(answer, 503, "UNAVAILABLE")
+                assert answer.headers["retry-after"] == "1"
+                assert time.monotonic() - started < 1.0  # store_timeout, plus overhead
+                # The store's URL (and any password in it) stays in the logs.
+                assert answer.body["error"] == "the key store is unavailable; retry shortly"
+            proxy.restore()
+            listed = api("GET")  # back by itself, and nothing was half-written
+            assert listed.status == 200 and [k["id"] for k in listed.data] == [made["id"]]
+    finally:
+        engine.close()
 
 
 def test_the_secret_never_reaches_the_logs(api: Api, caplog: pytest.LogCaptureFixture) -> None:

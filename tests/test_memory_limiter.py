@@ -1,4 +1,4 @@
-"""The in-process limiter: each strategy's arithmetic, with a fake clock."""
+"""The in-process limiter: each strategy's arithmetic, with a clock the test controls."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def hits(limiter: MemoryLimiter, specs: tuple[LimitSpec, ...], n: int) -> list[b
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
 def test_admits_exactly_the_amount_then_refuses(strategy: str) -> None:
     limiter = MemoryLimiter(strategy, clock=Clock())
-    assert hits(limiter, (spec("5/minute"),), 7) == [True] * 5 + [False] * 2
-    result = limiter.hit_all(LimitCall((spec("5/minute"),)))
-    assert result.states[0].remaining == 0 and result.states[0].exceeded
+    results = [limiter.hit_all(LimitCall((spec("5/minute"),))) for _ in range(7)]
+    assert [r.admitted for r in results] == [True] * 5 + [False] * 2
+    # Each admitted hit reports what is left after it, the first one included.
+    assert [r.states[0].remaining for r in results] == [4, 3, 2, 1, 0, 0, 0]
+    assert [r.states[0].exceeded for r in results] == [False] * 5 + [True] * 2
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
@@ -67,7 +69,10 @@ def test_fixed_window_resets_when_its_window_ends() -> None:
         clock.now + 60
     )
     clock.now += 60
-    assert hits(limiter, (spec("2/minute"),), 3) == [True, True, False]
+    again = [limiter.hit_all(LimitCall((spec("2/minute"),))) for _ in range(3)]
+    assert [r.admitted for r in again] == [True, True, False]
+    assert [r.states[0].remaining for r in again] == [1, 0, 0]  # a new window, counted afresh
+    assert {r.states[0].reset for r in again} == {clock.now + 60}
 
 
 def test_moving_window_frees_room_as_the_oldest_hit_ages_out() -> None:
@@ -93,13 +98,98 @@ def test_sliding_counter_weighs_the_previous_window() -> None:
     assert hits(limiter, (spec("10/minute"),), 6) == [True] * 5 + [False]
 
 
-def test_sweep_forgets_idle_buckets() -> None:
-    clock = Clock()
-    limiter = MemoryLimiter("moving-window", clock=clock)
-    for i in range(100):
-        limiter.hit_all(LimitCall((spec("5/second", f"key:{i}"),)))
-    assert len(limiter._buckets) == 100
-    clock.now += 10
+def sweep(limiter: MemoryLimiter) -> None:
+    """Make enough calls that a sweep runs among them (peeks: they make no bucket)."""
     for _ in range(SWEEP_EVERY):
         limiter.hit_all(LimitCall((spec("5/second", "key:busy"),), peek=True))
-    assert len(limiter._buckets) == 0
+
+
+# When each strategy's bucket, spent at 600 s, still counts: its hits are in
+# the window, or (sliding counter) in the previous window that still weighs.
+STILL_COUNTING = [
+    pytest.param("fixed-window", 30, 0, id="fixed-window"),
+    pytest.param("moving-window", 59, 0, id="moving-window"),
+    pytest.param("sliding-window-counter", 60 + 30, 3, id="sliding-window-counter"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "later", "remaining"), STILL_COUNTING)
+def test_a_sweep_forgets_idle_buckets_and_keeps_the_ones_that_still_count(
+    strategy: str, later: float, remaining: int
+) -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter(strategy, clock=clock)
+    for i in range(100):
+        limiter.hit_all(LimitCall((spec("5/second", f"key:{i}"),)))
+    spent = (spec("5/minute", "key:spent"),)
+    assert hits(limiter, spent, 6) == [True] * 5 + [False]
+    clock.now += later
+    before = limiter.hit_all(LimitCall(spent, peek=True)).states[0]
+    assert before.remaining == remaining
+    sweep(limiter)
+    assert list(limiter._buckets) == [spent[0].counter]  # the idle ones are gone
+    after = limiter.hit_all(LimitCall(spent, peek=True)).states[0]
+    assert after == before  # a sweep changes no answer
+    assert hits(limiter, spent, remaining + 1) == [True] * remaining + [False]
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_sweeps_keep_running_so_memory_follows_the_active_keys(strategy: str) -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(strategy, clock=clock)
+    for round_ in range(3):
+        for i in range(100):
+            limiter.hit_all(LimitCall((spec("5/second", f"key:{round_}:{i}"),)))
+        assert len(limiter._buckets) == 100
+        clock.now += 10  # two windows and more: every one of them is idle
+        sweep(limiter)
+        assert len(limiter._buckets) == 0, f"sweep {round_ + 1} did not run"
+        assert len(limiter._expires) == 0
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+@pytest.mark.parametrize("idle", [120.0, 150.0, 600.0])
+def test_a_bucket_idle_for_two_windows_counts_nothing(strategy: str, idle: float) -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter(strategy, clock=clock)
+    assert hits(limiter, (spec("5/minute"),), 6) == [True] * 5 + [False]
+    clock.now += idle
+    assert limiter.hit_all(LimitCall((spec("5/minute"),), peek=True)).states[0].remaining == 5
+    results = [limiter.hit_all(LimitCall((spec("5/minute"),))) for _ in range(6)]
+    assert [r.states[0].remaining for r in results] == [4, 3, 2, 1, 0, 0]
+    assert [r.admitted for r in results] == [True] * 5 + [False]
+
+
+# A refusal, then the instant its reset names: each strategy, and the sliding
+# counter both when its current window refuses and when the previous one does.
+REFUSALS = [
+    pytest.param("fixed-window", [(600.0, 5)], id="fixed-window"),
+    pytest.param("fixed-window", [(600.0, 2), (630.0, 3)], id="fixed-window-spread"),
+    pytest.param("moving-window", [(600.0, 5)], id="moving-window"),
+    pytest.param("moving-window", [(600.0, 2), (630.0, 3)], id="moving-window-spread"),
+    pytest.param("sliding-window-counter", [(630.0, 5)], id="sliding-current-window"),
+    pytest.param("sliding-window-counter", [(600.0, 5), (661.0, 1)], id="sliding-previous-drains"),
+    pytest.param("sliding-window-counter", [(610.0, 4), (690.0, 3)], id="sliding-both-windows"),
+    pytest.param("sliding-window-counter", [(600.0, 3), (665.0, 3)], id="sliding-previous-partly"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "spending"), REFUSALS)
+def test_reset_is_the_moment_a_refused_request_would_be_admitted(
+    strategy: str, spending: list[tuple[float, int]]
+) -> None:
+    """``reset`` (and so ``Retry-After``) is neither in the past nor later than needed."""
+    clock = Clock()
+    limiter = MemoryLimiter(strategy, clock=clock)
+    limit = (spec("5/minute"),)
+    for at, count in spending:
+        clock.now = at
+        assert hits(limiter, limit, count) == [True] * count
+    refused = limiter.hit_all(LimitCall(limit))
+    assert not refused.admitted
+    reset = refused.states[0].reset
+    assert clock.now <= reset <= clock.now + 60  # "now" when room frees an instant from now
+    clock.now = reset - 0.001
+    assert not limiter.hit_all(LimitCall(limit, peek=True)).admitted
+    clock.now = reset + 0.001
+    assert limiter.hit_all(LimitCall(limit, peek=True)).admitted

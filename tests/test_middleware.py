@@ -96,15 +96,22 @@ def test_streaming_response_streams_through_the_asgi_door() -> None:
 
 
 class _GatedStore(MemoryKeyStore):
-    """A memory store whose lookup of one digest waits until the test opens a gate."""
+    """A memory store whose lookup of one digest waits until the test opens a gate.
+
+    ``parked`` is set once that lookup is waiting at the gate, so a test
+    knows the slow request is in the store, not merely scheduled.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.slow_digest = ""
         self.gate: asyncio.Event | None = None
+        self.parked: asyncio.Event | None = None
 
     async def aexecute(self, op: str, *args: Any) -> Any:
         if op == "find_by_digest" and args[0] == self.slow_digest and self.gate is not None:
+            assert self.parked is not None
+            self.parked.set()
             await asyncio.wait_for(self.gate.wait(), timeout=5)
         return self.execute(op, *args)
 
@@ -143,9 +150,9 @@ def test_a_slow_lookup_does_not_delay_a_request_with_a_cached_key() -> None:
 
     async def scenario() -> None:
         await request("warm", cached)  # the cached key is now in the cache
-        store.gate = asyncio.Event()
+        store.gate, store.parked = asyncio.Event(), asyncio.Event()
         slow_task = asyncio.create_task(request("slow", slow))
-        await asyncio.sleep(0)  # the slow lookup is now waiting on the store
+        await asyncio.wait_for(store.parked.wait(), timeout=5)  # the lookup waits on the store
         await request("cached", cached)
         assert finished == ["warm:200", "cached:200"]  # done while the lookup waits
         store.gate.set()

@@ -255,11 +255,16 @@ def test_cors_preflight_passes_without_a_key(door: Door) -> None:
     assert reply.status == 200 and reply.seen["key"] is None
 
 
-def test_options_without_preflight_headers_is_not_a_bypass(door: Door) -> None:
-    assert door("OPTIONS", "/api/v1/events", [("Origin", "https://x.example")]).status in (
-        401,
-        403,
-    )
+def test_options_without_preflight_headers_is_not_a_bypass(door: Door, reader: str) -> None:
+    # Without Access-Control-Request-Method it is a plain OPTIONS request,
+    # checked like any other: no rule allows OPTIONS on /api/v1/events...
+    origin = [("Origin", "https://x.example")]
+    assert_refusal(door("OPTIONS", "/api/v1/events", origin), 403, "FORBIDDEN")
+    assert_refusal(door("OPTIONS", "/api/v1/events", origin, key=reader), 403, "FORBIDDEN")
+    # ...and where a rule allows every method, it needs a key as GET does.
+    members = "/api/v1/orgs/acme/members"
+    refused = assert_refusal(door("OPTIONS", members, origin), 401, "UNAUTHORIZED")
+    assert refused["error"] == "API key required"
 
 
 @pytest.mark.parametrize(
@@ -413,8 +418,11 @@ def test_lifespan_passes_through_and_flushes_last_used(engine: Any, reader: str)
     assert engine.keys.get(key.id).last_used_at is not None
 
 
-def test_malformed_path_carries_no_credential_challenge(door: Door) -> None:
-    assert door("GET", b"/a/../b").header("www-authenticate") is None
+def test_malformed_path_carries_no_credential_challenge(door: Door, reader: str) -> None:
+    for key in (None, reader):
+        reply = door("GET", b"/a/../b", key=key)
+        assert_refusal(reply, 400, "BAD_REQUEST")
+        assert reply.header("www-authenticate") is None
 
 
 def test_headers_that_pose_as_keystile_never_reach_the_app(door: Door, reader: str) -> None:

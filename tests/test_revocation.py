@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,13 @@ import pytest
 from keystile import Keystile
 from tests.conftest import PEPPER, REDIS_URL, require_service
 
-# A second process: verifies the key once (now cached), says "ready", then
-# asks every 10 ms and reports the first moment the key is refused.
+# A second process: says "started" once it is up (warm, and subscribed with
+# Redis), waits for "go", verifies the key once (now cached) and says "ready"
+# with the monotonic times around that first lookup; then asks every 10 ms
+# and reports when the first refusal was answered (the cache was asked no
+# later) and when the last request served was asked (the cache no sooner).
+# time.monotonic() is the system-wide CLOCK_MONOTONIC on Linux, the clock the
+# verified-key cache counts its TTL on: both processes read the same one.
 WATCHER = textwrap.dedent(
     """
     import json, sys, time
@@ -28,26 +34,48 @@ WATCHER = textwrap.dedent(
     config = json.loads(sys.argv[1])
     ks = Keystile(config, pepper=sys.argv[2].encode())
     view = RequestView("GET", b"/x", headers={"authorization": ["Bearer " + sys.argv[3]]})
-    assert ks.decide(view).principal is not None
     if ks.invalidator is not None:
+        ks.invalidator.start()  # as the first request would
         assert ks.invalidator.subscribed.wait(10)
-    print("ready", flush=True)
-    deadline = time.time() + 20
-    while time.time() < deadline:
+    # Warm up (store connection, imports, the digest) and forget the answer,
+    # so that the timed lookup below is as short as a cache miss gets.
+    assert ks.decide(view).principal is not None
+    ks.cache.clear()
+    print("started", flush=True)
+    assert sys.stdin.readline().strip() == "go"
+    before = time.monotonic()
+    assert ks.decide(view).principal is not None
+    print("ready", before, time.monotonic(), flush=True)
+    served = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
         decision = ks.decide(view)
         if getattr(decision, "status", 200) == 401:
-            print("refused", time.time(), flush=True)
+            print("refused", time.monotonic(), served, flush=True)
             break
+        served = asked
         time.sleep(0.01)
     ks.close()
     """
 )
 
 
+@dataclass
+class Watched:
+    """What one watcher saw, on the shared monotonic clock."""
+
+    cached_from: float  # the first lookup began: the entry lives at least the TTL from here
+    cached_by: float  # it ended: the entry lives at most the TTL from here
+    refused: float  # the first refusal was answered
+    served: float | None  # the last request served was asked (None: none after "ready")
+
+
 def _watch(config: dict[str, Any], secret: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
     return subprocess.Popen(
         [sys.executable, "-c", WATCHER, json.dumps(config), PEPPER.decode(), secret],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -55,26 +83,42 @@ def _watch(config: dict[str, Any], secret: str) -> subprocess.Popen[str]:
     )
 
 
-def _revoke_and_time(ks: Keystile, config: dict[str, Any], action: Any, secret: str) -> float:
+def _words(proc: subprocess.Popen[str], first: str) -> list[str]:
+    assert proc.stdout is not None
+    words = proc.stdout.readline().split()
+    assert words and words[0] == first, (words, proc.stderr.read() if proc.stderr else "")
+    return words[1:]
+
+
+def _revoke_and_watch(
+    config: dict[str, Any], action: Any, secret: str
+) -> tuple[float, float, list[Watched]]:
+    """Two watchers cache the key together, then ``action`` runs.
+
+    Returns when the action began and ended, and what each watcher saw.
+    """
     watchers = [_watch(config, secret) for _ in range(2)]
     try:
         for proc in watchers:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == "ready", (line, proc.stderr.read() if proc.stderr else "")
-        revoked_at = time.time()
+            _words(proc, "started")
+        for proc in watchers:  # both cache the key now, whichever started first
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        cached = [[float(w) for w in _words(proc, "ready")] for proc in watchers]
+        began = time.monotonic()
         action()
-        delays = []
-        for proc in watchers:
-            assert proc.stdout is not None
-            words = proc.stdout.readline().split()
-            assert words and words[0] == "refused", proc.stderr.read() if proc.stderr else ""
-            delays.append(float(words[1]) - revoked_at)
-        return max(delays)
+        done = time.monotonic()
+        seen = []
+        for proc, (cached_from, cached_by) in zip(watchers, cached, strict=True):
+            refused, served = _words(proc, "refused")
+            last = None if served == "None" else float(served)
+            seen.append(Watched(cached_from, cached_by, float(refused), last))
+        return began, done, seen
     finally:
         for proc in watchers:
             proc.wait(30)
-            for stream in (proc.stdout, proc.stderr):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
 
@@ -108,21 +152,27 @@ def test_revocation_reaches_other_processes_within_a_second_over_redis(
         "revoke_user": lambda: ks.keys.revoke_user(org="acme", user="u1"),
     }
     try:
-        delay = _revoke_and_time(ks, config, actions[how], new.secret)
+        began, _, seen = _revoke_and_watch(config, actions[how], new.secret)
     finally:
         ks.close()
-    assert delay < 1.0
+    assert max(w.refused for w in seen) - began < 1.0
 
 
 def test_without_redis_other_processes_refuse_within_the_cache_ttl(tmp_path: Path) -> None:
-    config = _config(tmp_path, cache={"ttl": "1s"})
+    ttl = 1.0
+    config = _config(tmp_path, cache={"ttl": f"{ttl:g}s"})
     ks = Keystile(config, pepper=PEPPER)
     new = ks.keys.create(name="k", org="acme")
     try:
-        delay = _revoke_and_time(ks, config, lambda: ks.keys.revoke(new.id), new.secret)
+        _, done, seen = _revoke_and_watch(config, lambda: ks.keys.revoke(new.id), new.secret)
     finally:
         ks.close()
-    assert delay < 1.0 + 0.5  # the TTL, plus the watcher's polling and start-up slack
+    for watched in seen:
+        # Revoked in the store, the key was still served from the cache...
+        assert watched.served is not None and watched.served >= done
+        # ...until its TTL ran out, and not one request past it.
+        assert watched.refused >= watched.cached_from + ttl
+        assert watched.served < watched.cached_by + ttl
 
 
 @pytest.mark.redis

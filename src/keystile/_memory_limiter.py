@@ -18,6 +18,12 @@ Semantics, for a limit of ``amount`` per ``window`` seconds:
 - sliding-window-counter: windows aligned on multiples of ``window``; the
   previous window's count weighs in proportion to how much of it still
   overlaps the sliding window.
+
+Every strategy's ``reset`` is the moment a request refused now would be
+admitted (with nothing else spent meanwhile), which ``Retry-After`` is made
+from: the window's end (fixed), the oldest hit's leaving (moving), or the
+next request's worth drained from the sliding counter, as ``limits`` and the
+Redis scripts report it.
 """
 
 from __future__ import annotations
@@ -216,9 +222,15 @@ class MemoryLimiter:
                 state = [start, bucket[2], 0]
             else:
                 state = [start, 0, 0]
-            weight = (window - (now - start)) / window
-            used = math.floor(state[1] * weight + state[2])
-            looks.append((spec, state, used, start + window))
+            left = start + window - now  # of the current window
+            previous = state[1]
+            used = math.floor(previous * left / window + state[2])
+            # The reset is when the weighted count next drops: the previous
+            # window's weight drains one request's worth every window /
+            # previous seconds; the current window's hits weigh less from
+            # its end. The first comes sooner whenever there is a previous.
+            reset = now + left % (window / previous) if previous else start + window
+            looks.append((spec, state, used, reset))
         return looks
 
     def _sliding_take(self, looks: list[Look], now: float) -> None:

@@ -71,7 +71,8 @@ for i = r + 1, n do
   if cc[i] > 0 then
     -- Time until the current window shifts (limits takes ct % window,
     -- which reads 0 on a fresh counter; this is the same instant otherwise).
-    local c = ct[i] > window and ct[i] - window or ct[i]
+    -- At ct == window it shifts now: 0, not a whole window more.
+    local c = ct[i] >= window and ct[i] - window or ct[i]
     if reset_in == nil or c < reset_in then reset_in = c end
   end
   out[#out + 1] = limit - weighted[i]

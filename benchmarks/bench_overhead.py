@@ -195,14 +195,14 @@ def main() -> None:
     print(f"yardstick: bare Starlette hello-world, {yardstick:.2f} µs per request in process")
     print(
         f"{'door':<6}{'bare µs':>10}{'wrapped µs':>12}{'overhead µs':>13}{'median µs':>11}"
-        f"{'× hello':>9}"
+        f"{'x hello':>9}"
     )
     for name, b, w, o, m in rows:
         ratio = o / yardstick
         verdict = "meets" if ratio <= GOAL_RATIO else "misses"
         print(
             f"{name:<6}{b:>10.2f}{w:>12.2f}{o:>13.2f}{m:>11.2f}{ratio:>9.2f}  "
-            f"{verdict} the {GOAL_RATIO}× goal"
+            f"{verdict} the {GOAL_RATIO}x goal"
         )
     ks.close()
     if tmp is not None:

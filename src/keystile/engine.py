@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ipaddress
 import logging
 import os
 import re
@@ -226,7 +227,10 @@ class Keystile:
                 kept = tuple(s for s in record.scopes if self.scopes.grants(clamped, s))
                 principal = Principal.of(record.replace(scopes=kept), self.scopes, clamped)
         origin_bound = key_type.origin_bound
-        context = self._contexts[id(record)] = KeyContext(record, principal, origin_bound)
+        networks = tuple(ipaddress.ip_network(cidr) for cidr in record.allowed_ips)
+        context = self._contexts[id(record)] = KeyContext(
+            record, principal, origin_bound, networks=networks
+        )
         return context
 
     def limit_call(self, rule: RouteConfig | None, context: KeyContext) -> LimitCall:

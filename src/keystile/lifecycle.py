@@ -9,6 +9,7 @@ place where sync and async differ.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -150,6 +151,38 @@ def check_origins(origins: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+MAX_ALLOWED_IPS = 100
+
+
+def check_allowed_ips(value: Any) -> tuple[str, ...]:
+    """At most 100 CIDRs (IPv4 or IPv6; a bare address is its /32 or /128), normalized.
+
+    Host bits set (``10.0.0.7/8``) are refused rather than widened, as in
+    ``trusted_proxies``, so the owner sees exactly which addresses pass.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise KeyInputError("allowed_ips must be a list of CIDRs", field="allowed_ips")
+    out: list[str] = []
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise ValueError("not a string")
+            out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
+        except ValueError as exc:
+            raise KeyInputError(
+                f"allowed IP {item!r} is not a CIDR such as '203.0.113.0/24' or "
+                f"'2001:db8::/32' ({exc})",
+                field="allowed_ips",
+            ) from None
+    if len(out) > MAX_ALLOWED_IPS:
+        raise KeyInputError(
+            f"at most {MAX_ALLOWED_IPS} allowed IPs, not {len(out)}", field="allowed_ips"
+        )
+    return tuple(dict.fromkeys(out))
+
+
 def check_restrictions(value: Any) -> Mapping[str, tuple[str, ...]]:
     if value is None:
         return freeze({})  # type: ignore[no-any-return]
@@ -287,6 +320,7 @@ class KeyManager:
         rate_limit: str | None = None,
         plan: str | None = None,
         allowed_origins: Sequence[str] | None = None,
+        allowed_ips: Sequence[str] | None = None,
         restrictions: Mapping[str, Sequence[str]] | None = None,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
@@ -334,6 +368,7 @@ class KeyManager:
             plan=plan,
             rate_limit=check_rate_limit(rate_limit),
             allowed_origins=origins,
+            allowed_ips=check_allowed_ips(allowed_ips),
             restrictions=embed_only,
             metadata=check_metadata(metadata),
             created_by=check_ident(created_by, "created_by", optional=True),
@@ -408,6 +443,7 @@ class KeyManager:
             "plan": lambda p: check_ident(p, "plan", optional=True),
             "metadata": check_metadata,
             "allowed_origins": check_origins,
+            "allowed_ips": check_allowed_ips,
         }
         unknown = set(changes) - set(checks)
         if unknown:

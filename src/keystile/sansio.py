@@ -23,6 +23,7 @@ __all__ = [
     "HeaderMap",
     "RequestView",
     "client_address",
+    "client_ip",
     "normalize_path",
     "origin_allowed",
     "origin_host",
@@ -415,32 +416,50 @@ def _peer_key(peer: str | None) -> str | None:
 def client_address(
     view: RequestView, trusted: Sequence[Network], *, unix: bool = False
 ) -> str | None:
+    """The client's bucket for failed-auth limits and the audit trail.
+
+    The client is found as ``client_ip`` says; an IPv6 address comes as its
+    /64, an IPv4-mapped one as the IPv4 address. A peer that is not an
+    address at all (a name such as ``testclient``) is its own bucket. None
+    for a peer with no address (a Unix socket), unless ``unix`` says it is
+    a trusted proxy that forwarded one.
+    """
+    peer = view.client
+    if peer and not trusted:
+        return _peer_key(peer)  # the common case: no proxy to read through
+    found = client_ip(view, trusted, unix=unix)
+    if found is not None:
+        return _address_key(found)
+    return peer or None
+
+
+def client_ip(
+    view: RequestView, trusted: Sequence[Network], *, unix: bool = False
+) -> IPAddress | None:
     """The client's address: the peer, or the ``X-Forwarded-For`` hop a trusted proxy wrote.
 
     The list is read from the right; hops written by trusted proxies are
     skipped, and the first untrusted one is the client. A header from an
     untrusted peer is ignored, so a client cannot choose its own address.
-    IPv6 addresses come as their /64. A peer with no address (a Unix
-    socket) gives None, unless ``unix`` says it is a trusted proxy.
+    None when there is no address to tell: a Unix socket peer (unless
+    ``unix`` says it is a trusted proxy and it forwarded one), or a peer
+    that is not an IP address.
     """
     peer = view.client
-    if not peer:
-        if not unix:
+    peer_ip = _parse_ip(peer) if peer else None
+    if peer_ip is None:
+        if peer or not unix:
             return None
-    elif not trusted:
-        return _peer_key(peer)
-    else:
-        peer_ip = _parse_ip(peer)
-        if peer_ip is None or not any(peer_ip in net for net in trusted):
-            return _peer_key(peer)
+    elif not any(peer_ip in net for net in trusted):
+        return peer_ip
     hops = [h for v in view.headers.get("x-forwarded-for", []) for h in v.split(",")]
     for hop in reversed(hops):
         ip = _parse_hop(hop)
         if ip is None:
             break  # a garbled list: believe nothing in it
         if not any(ip in net for net in trusted):
-            return _address_key(ip)
-    return _peer_key(peer)
+            return ip
+    return peer_ip
 
 
 def origin_host(view: RequestView) -> str | None:

@@ -113,6 +113,7 @@ class KeyRecord:
     plan: str | None = None
     rate_limit: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    allowed_ips: tuple[str, ...] = ()  # CIDRs; empty: any address
     restrictions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: freeze({}))
     metadata: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     created_by: str | None = None

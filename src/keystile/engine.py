@@ -39,6 +39,7 @@ from keystile.keys import Digester, KeyFormat, imported_hash_context
 from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
 from keystile.limiting import LimitCall, specs_for_key
+from keystile.overrides import LimitOverrides
 from keystile.pipeline import (
     UNMATCHED,
     Decision,
@@ -125,6 +126,7 @@ class Keystile:
         self._finds = Coalescer()  # concurrent cache misses of one digest: one lookup
         self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
+        self.limits = LimitOverrides(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self.audit = Auditor(
             cfg.audit,
@@ -382,6 +384,12 @@ class Keystile:
         if record.digest is not None:
             self.cache.forget_digest(record.digest)
         self.forget_id(record.id)
+
+    def forget_org(self, org: str) -> None:
+        """Drop every cached key of ``org`` (its limit changed): here and, over Redis, elsewhere."""
+        self.cache.forget_org(org)
+        if self.invalidator is not None:
+            self.invalidator.publish_org(org)
 
     def forget_id(self, key_id: str) -> None:
         self.cache.forget_id(key_id)

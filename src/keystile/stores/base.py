@@ -51,8 +51,14 @@ __all__ = [
 #        rows of those keys (or of the org's keys) from day ``since`` on
 #   audit_events(org: str | None, key_id: str | None, since: datetime, limit: int)
 #        -> list[AuditEvent]                                    newest first
+#   set_override(org, limit: str, now) -> None    an org limit that replaces limits.org
+#   clear_override(org) -> bool                   whether there was one
+#   overrides() -> dict[str, str]                 org -> limit
 STORE_OPS = frozenset(
     {
+        "set_override",
+        "clear_override",
+        "overrides",
         "add_usage",
         "audit_events",
         "list_all",
@@ -125,6 +131,9 @@ class KeyRecord:
     # to find them, until the first successful use upgrades them to a digest.
     imported_hash: str | None = field(default=None, repr=False)
     lookup_prefix: str | None = None
+    # The org's limit override as the store had it when the key was looked up
+    # for a request (``find_by_digest``); not a column of the key.
+    org_limit: str | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         # The digest is not a secret, but it lets an offline guess be checked

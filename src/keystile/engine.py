@@ -170,6 +170,19 @@ class Keystile:
 
     # -- pepper and digests -----------------------------------------------------
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (``"dashboard-csrf"``), derived from the pepper.
+
+        HMAC-SHA256(pepper, label), the PRF that ``digest`` already keys, so
+        the engine still keeps no pepper. The label starts with a NUL, which
+        no API key can hold (credentials with control characters are refused
+        before any digest), so a derived key is never a stored digest.
+        Every process sharing the pepper derives the same key.
+        """
+        if not purpose or "\0" in purpose:
+            raise ValueError("purpose must be a non-empty label without NUL")
+        return bytes.fromhex(self.digest("\0keystile:" + purpose))
+
     def _resolve_pepper(self, given: bytes | str | None) -> bytes:
         if given is None:
             given = os.environ.get(self.config.pepper_env)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the sdist and the wheel into a temporary directory, check them with
 # twine, and make sure the wheel ships what the package needs at run time:
-# the Lua scripts of the Redis limiter and the py.typed marker.
+# the Lua scripts of the Redis limiter, the key dashboard's templates and
+# static files, and the py.typed marker.
 # Needs `build` and `twine` in the current Python: pip install build twine
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,16 +20,22 @@ trap 'rm -rf "$out"' EXIT
 
 wheel=$(ls "$out"/*.whl)
 sdist=$(ls "$out"/*.tar.gz)
-"$python" - "$wheel" "$sdist" src/keystile/lua <<'PY'
+"$python" - "$wheel" "$sdist" src/keystile <<'PY'
 import pathlib, sys, tarfile, zipfile
 
-wheel, sdist, lua_dir = sys.argv[1:]
+wheel, sdist, package = sys.argv[1:]
+src = pathlib.Path(package)
 names = set(zipfile.ZipFile(wheel).namelist())
 wanted = {"keystile/py.typed", "keystile/__about__.py"}
-wanted |= {f"keystile/lua/{p.name}" for p in pathlib.Path(lua_dir).glob("*.lua")}
+for folder, pattern in [("lua", "*.lua"), ("dashboard/templates", "*.html"), ("dashboard/static", "*")]:
+    found = {f"keystile/{folder}/{p.name}" for p in (src / folder).glob(pattern)}
+    if not found:
+        sys.exit(f"check_dist: no {pattern} files found under {src / folder}")
+    wanted |= found
+for needed in ("dashboard.css", "dashboard.js"):
+    if f"keystile/dashboard/static/{needed}" not in wanted:
+        sys.exit(f"check_dist: src/keystile/dashboard/static/{needed} is missing")
 missing = sorted(wanted - names)
-if not any(n.startswith("keystile/lua/") for n in wanted):
-    sys.exit("check_dist: no Lua scripts found under src/keystile/lua")
 if missing:
     sys.exit(f"check_dist: the wheel lacks {', '.join(missing)}")
 stray = sorted(n for n in names if n.startswith(("tests/", "docs/", "scripts/")))

@@ -1,0 +1,82 @@
+"""The flow's answer as HTTP: Jinja2 pages (autoescaped), the static files, the headers.
+
+Every response, page, redirect, error or file, carries the same security
+headers (SPEC 9): nothing is cached (a page may hold a secret), no other
+host is asked for anything, no inline script or style runs, and no frame
+may hold the page.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from keystile.dashboard._pages import Answer, Asset, Page, Redirect
+
+__all__ = ["SECURITY_HEADERS", "Renderer"]
+
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+class Renderer:
+    """Templates compiled and static files read once, when the app is built."""
+
+    def __init__(self) -> None:
+        try:
+            import jinja2
+        except ImportError:
+            raise ImportError(
+                "the key dashboard needs Jinja2: pip install 'keystile[dashboard]'"
+            ) from None
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("keystile.dashboard", "templates"),
+            # Every value is escaped, whatever the template's name: key names
+            # and scopes are the customers' own text.
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["number"] = lambda n: f"{n:,}"
+        static = resources.files("keystile.dashboard") / "static"
+        self.assets = {
+            item.name: item.read_bytes() for item in static.iterdir() if item.name[0] != "."
+        }
+        # Fail at build time, not on the first request, if a template is broken.
+        for name in self.env.list_templates():
+            self.env.get_template(name)
+
+    def render(self, answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body of an answer."""
+        headers = list(SECURITY_HEADERS)
+        if isinstance(answer, Redirect):
+            headers.append(("Location", answer.location))
+            body = b""
+            status = answer.status
+        elif isinstance(answer, Asset):
+            body = self.assets[answer.name]
+            suffix = answer.name[answer.name.rfind(".") :]
+            headers.append(("Content-Type", _TYPES[suffix]))
+            status = 200
+        else:
+            body = self.page(answer).encode("utf-8")
+            headers.append(("Content-Type", "text/html; charset=utf-8"))
+            headers.extend(answer.headers)
+            status = answer.status
+        headers.append(("Content-Length", str(len(body))))
+        return status, headers, body
+
+    def page(self, page: Page) -> str:
+        context: dict[str, Any] = {"status": page.status, **page.context}
+        return self.env.get_template(page.template).render(context)

@@ -81,7 +81,8 @@ def route(path: str) -> tuple[str, str | None] | None:
     """The page a path below the mount point names, with its key id or file name."""
     if path in ("", "/"):
         return "list", None
-    parts = path.strip("/").split("/") if path.startswith("/") else []
+    # One trailing slash is the same page; "//" or a missing leading slash is none.
+    parts = path[1:].removesuffix("/").split("/") if path.startswith("/") else []
     if len(parts) > 2 or "" in parts:
         return None
     if parts == ["new"]:

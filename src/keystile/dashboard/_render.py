@@ -8,6 +8,7 @@ may hold the page.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Any
 
@@ -30,32 +31,14 @@ _TYPES = {
 
 
 class Renderer:
-    """Templates compiled and static files read once, when the app is built."""
+    """Templates compiled and static files read once per process, then shared.
+
+    Every dashboard app renders the same package templates, so building a
+    second app (another mount, a test) costs nothing.
+    """
 
     def __init__(self) -> None:
-        try:
-            import jinja2
-        except ImportError:
-            raise ImportError(
-                "the key dashboard needs Jinja2: pip install 'keystile[dashboard]'"
-            ) from None
-        self.env = jinja2.Environment(
-            loader=jinja2.PackageLoader("keystile.dashboard", "templates"),
-            # Every value is escaped, whatever the template's name: key names
-            # and scopes are the customers' own text.
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["number"] = lambda n: f"{n:,}"
-        static = resources.files("keystile.dashboard") / "static"
-        self.assets = {
-            item.name: item.read_bytes() for item in static.iterdir() if item.name[0] != "."
-        }
-        # Fail at build time, not on the first request, if a template is broken.
-        for name in self.env.list_templates():
-            self.env.get_template(name)
+        self.env, self.assets = _load()
 
     def render(self, answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
         """Status, headers and body of an answer."""
@@ -79,4 +62,30 @@ class Renderer:
 
     def page(self, page: Page) -> str:
         context: dict[str, Any] = {"status": page.status, **page.context}
-        return self.env.get_template(page.template).render(context)
+        return str(self.env.get_template(page.template).render(context))
+
+
+@functools.cache
+def _load() -> tuple[Any, dict[str, bytes]]:
+    try:
+        import jinja2
+    except ImportError:
+        raise ImportError(
+            "the key dashboard needs Jinja2: pip install 'keystile[dashboard]'"
+        ) from None
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("keystile.dashboard", "templates"),
+        # Every value is escaped, whatever the template's name: key names and
+        # scopes are the customers' own text.
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["number"] = lambda n: f"{n:,}"
+    # Compiled now, so that a broken template fails when the app is built.
+    for name in env.list_templates():
+        env.get_template(name)
+    static = resources.files("keystile.dashboard") / "static"
+    assets = {item.name: item.read_bytes() for item in static.iterdir() if item.name[0] != "."}
+    return env, assets

@@ -172,7 +172,7 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
     try:
         assert proc.stdout is not None
         lines: list[str] = []
-        while len([line for line in lines if line.startswith("curl")]) < 3:
+        while not any("/dashboard/api-keys" in line for line in lines):
             line = proc.stdout.readline()
             assert line, "".join(lines)
             lines.append(line)
@@ -198,6 +198,12 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
                 status = err.code
                 err.close()
             assert status == int(expected.strip()), line
+        # The key dashboard, signed in by the demo session, lists the minted key.
+        (dashboard,) = [line.split()[-1] for line in lines if "/dashboard/api-keys" in line]
+        assert dashboard == f"http://127.0.0.1:{port}/dashboard/api-keys/"
+        with urllib.request.urlopen(dashboard, timeout=5) as reply:
+            page = reply.read().decode()
+        assert reply.status == 200 and "demo reader" in page and "No keys yet" not in page
     finally:
         proc.terminate()
         proc.wait(10)

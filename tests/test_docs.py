@@ -253,3 +253,56 @@ def test_quickstart_snippet_runs_in_its_own_interpreter(
         return replies[path + (" key" if key else "")]
 
     _check(send, secret)
+
+
+# -- the dashboard's quickstarts ----------------------------------------------------------------
+
+
+def _dashboard_snippet(name: str) -> dict[str, Any]:
+    block = _by_mark("dashboard-")[name]
+    namespace: dict[str, Any] = {"__name__": f"docs_dashboard_{name}"}
+    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
+    return namespace
+
+
+def test_every_dashboard_snippet_is_tested() -> None:
+    assert set(_by_mark("dashboard-")) == {"starlette", "flask"}
+
+
+def test_dashboard_starlette_snippet_serves_the_page(quickstart_dir: tuple[Path, str]) -> None:
+    import base64
+
+    from itsdangerous import TimestampSigner
+    from starlette.testclient import TestClient
+
+    snippet = _dashboard_snippet("starlette")
+    # What the host's login view would have put in Starlette's signed session cookie.
+    user = {"user": {"id": "u_1", "org": "acme", "is_admin": True}}
+    cookie = TimestampSigner("change-me").sign(base64.b64encode(json.dumps(user).encode()))
+    try:
+        with TestClient(snippet["app"], follow_redirects=False) as client:
+            away = client.get("/dashboard/api-keys/new")
+            assert away.status_code == 302
+            assert away.headers["location"] == "/login?next=/dashboard/api-keys/new"
+            page = client.get(
+                "/dashboard/api-keys/", headers={"Cookie": f"session={cookie.decode()}"}
+            )
+            assert page.status_code == 200 and "acme" in page.text and "docs" in page.text
+            client.portal.call(snippet["ks"].aclose)  # the async store of the client's loop
+    finally:
+        snippet["ks"].close()
+
+
+def test_dashboard_flask_snippet_serves_the_page(quickstart_dir: tuple[Path, str]) -> None:
+    snippet = _dashboard_snippet("flask")
+    client = snippet["app"].test_client()
+    try:
+        away = client.get("/dashboard/api-keys/")
+        assert away.status_code == 302
+        assert away.headers["location"] == "/login?next=/dashboard/api-keys/"
+        with client.session_transaction() as session:
+            session.update(user_id="u_1", org_id="acme", is_admin=True)
+        page = client.get("/dashboard/api-keys/")
+        assert page.status_code == 200 and b"docs" in page.data
+    finally:
+        snippet["ks"].close()

@@ -547,3 +547,43 @@ def _lifecycle(site: Site, engine: Keystile) -> None:
     assert rotated.status == 201
     assert site.post(f"/{record.id}/revoke").status == 303
     assert [r.rotated_from for r in engine.keys.list("acme")] == [record.id]
+
+
+# -- what stays out of sight -----------------------------------------------------------------
+
+
+def test_the_secret_is_not_in_the_repr_of_the_page_that_shows_it(ks: Keystile) -> None:
+    from keystile.dashboard._answers import Page, PageRequest
+    from keystile.dashboard._core import Dashboard, run_sync
+    from keystile.management._core import Authenticate, ReadBody
+
+    dashboard = Dashboard(ks)
+    token = dashboard.csrf.issue("u_9", "acme", now=ks.now().timestamp())
+    body = f"csrf_token={token}&form_id=abcdefghijklmnopqrstuv&name=x&kind=bot&permissions=full"
+    request = PageRequest("POST", "/new", content_type="application/x-www-form-urlencoded")
+
+    def answer(effect: Any) -> Any:
+        if isinstance(effect, Authenticate):
+            return ("u_9", "acme", True)
+        assert isinstance(effect, ReadBody)
+        return body.encode()
+
+    page = run_sync(dashboard.handle(request), ks.keys, answer)
+    assert isinstance(page, Page) and page.status == 201
+    secret = str(page.context["secret"])
+    assert ks.digest(secret) == ks.keys.list("acme")[0].digest
+    assert secret not in repr(page) and secret not in repr(dict(page.context))
+    assert secret in dashboard.render(page)[2].decode()
+    assert secret not in repr(dashboard) and "secret" not in repr(dashboard.csrf)
+
+
+def test_with_usage_counting_off_the_pages_say_so(clock: Clock) -> None:
+    engine = Keystile({**CONFIG, "usage": {"enabled": False}}, pepper=PEPPER, clock=clock)
+    try:
+        key = bot_key(engine)
+        for kind in DOORS:
+            site = Site(kind, engine)
+            assert site.get("/").has('title="Usage counting is off">—')
+            assert site.get(f"/{key.id}").has("Usage counting is off")
+    finally:
+        engine.close()

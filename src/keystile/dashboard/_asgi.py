@@ -13,8 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from keystile.dashboard._answers import Effect, PageRequest
 from keystile.dashboard._core import Dashboard, run_async
-from keystile.dashboard._pages import Effect, PageRequest
 from keystile.management._asgi import _read_body
 from keystile.management._core import Authenticate, ReadBody
 

@@ -21,6 +21,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from keystile._flow import adrive, drive
+from keystile.dashboard._answers import (
+    Answer,
+    Asset,
+    Effect,
+    Flow,
+    Page,
+    PageRequest,
+    Redirect,
+    Refused,
+)
 from keystile.dashboard._csrf import CsrfSigner, same_origin
 from keystile.dashboard._forms import (
     MAX_FORM,
@@ -29,17 +39,7 @@ from keystile.dashboard._forms import (
     Invalid,
     Permissions,
 )
-from keystile.dashboard._pages import (
-    Answer,
-    Asset,
-    Effect,
-    Flow,
-    Page,
-    PageRequest,
-    Pages,
-    Redirect,
-    Refused,
-)
+from keystile.dashboard._pages import Pages
 from keystile.dashboard._render import Renderer
 from keystile.errors import KeyNotFound, ServiceUnavailable
 from keystile.management._core import Authenticate, KeyCall, ReadBody

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from keystile.dashboard._answers import (
+    Effect,
+    Flow,
+    Page,
+    PageRequest,
+    Redirect,
+    Refused,
+)
 from keystile.dashboard._forms import (
     CUSTOM,
     EXPIRY_CHOICES,
@@ -30,91 +36,31 @@ from keystile.dashboard._forms import (
 from keystile.dashboard._views import chart_of, key_view, successors
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound
 from keystile.lifecycle import check_name
-from keystile.management._core import Authenticate, KeyCall, ReadBody
+from keystile.management._core import KeyCall
 from keystile.management._input import Caller
 from keystile.stores.base import KeyRecord
 
 if TYPE_CHECKING:
     from keystile.engine import Keystile
 
-__all__ = [
-    "FORM_ID_KEY",
-    "Answer",
-    "Asset",
-    "Effect",
-    "Flow",
-    "Page",
-    "PageRequest",
-    "Pages",
-    "Redirect",
-    "Refused",
-    "Visit",
-]
+__all__ = ["FORM_ID_KEY", "USAGE_DAYS", "Pages", "ShownOnce", "Visit"]
 
 FORM_ID_KEY = "dashboard_form"
 """The metadata entry holding the create form's one-time id (how a re-POST finds its key)."""
 USAGE_DAYS = 30
-Effect = Authenticate | ReadBody | KeyCall
 
 
-@dataclass(frozen=True)
-class PageRequest:
-    """What the flow needs of a request, whichever door it came through."""
+class ShownOnce(str):
+    """A new key's secret on its way to the one page that shows it.
 
-    method: str
-    path: str  # below the mount point: "" or "/..."
-    base: str = ""  # the mount point as the browser asked for it, no trailing slash
-    query: tuple[tuple[str, str], ...] = ()
-    target: str = "/"  # the full path (and query) asked for: login's ?next=
-    host: str | None = None
-    origin: str | None = None
-    content_type: str | None = None
+    A ``str`` for the template, whose ``repr`` (in a page's context, a log
+    line, a traceback's captured locals) never shows it.
+    """
 
-    @property
-    def href_base(self) -> str:
-        """``base`` as it goes into a link (percent-encoded)."""
-        return quote(self.base, safe="/")
+    __slots__ = ()
 
-    def arg(self, name: str) -> str | None:
-        values = [v for k, v in self.query if k == name]
-        return values[0] if len(values) == 1 else None
-
-
-@dataclass(frozen=True)
-class Page:
-    """An HTML page: a template and what it shows."""
-
-    status: int
-    template: str
-    context: Mapping[str, Any]
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Redirect:
-    location: str
-    status: int = 303  # after a POST: the browser follows with a GET
-
-
-@dataclass(frozen=True)
-class Asset:
-    """One of the dashboard's own static files (CSS, the script, the icon)."""
-
-    name: str
-
-
-Answer = Page | Redirect | Asset
-Flow = Generator[Effect, Any, Answer]
-
-
-class Refused(Exception):
-    """A request refused as a whole (no field to blame): an error page with ``status``."""
-
-    def __init__(
-        self, status: int, title: str, message: str, headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        self.status, self.title, self.message, self.headers = status, title, message, headers
-        super().__init__(message)
+    def __repr__(self) -> str:
+        return "ShownOnce(<hidden>)"
 
 
 class Pages:
@@ -299,7 +245,7 @@ class Visit:
             "shown.html",
             "Key created",
             key=self._view(new.record),
-            secret=new.secret,
+            secret=ShownOnce(new.secret),
             action="created",
             grace=None,
         )
@@ -413,7 +359,7 @@ class Visit:
             "shown.html",
             "Key rotated",
             key=self._view(new.record),
-            secret=new.secret,
+            secret=ShownOnce(new.secret),
             action="rotated",
             grace=None if grace is None else dict(GRACE_CHOICES)[grace],
         )

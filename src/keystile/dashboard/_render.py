@@ -12,7 +12,7 @@ import functools
 from importlib import resources
 from typing import Any
 
-from keystile.dashboard._pages import Answer, Asset, Page, Redirect
+from keystile.dashboard._answers import Answer, Asset, Page, Redirect
 
 __all__ = ["SECURITY_HEADERS", "Renderer"]
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
+from keystile.dashboard._answers import Effect, PageRequest
 from keystile.dashboard._core import Dashboard, run_sync
-from keystile.dashboard._pages import Effect, PageRequest
 from keystile.management._core import Authenticate, ReadBody
 from keystile.management._wsgi import _read_body
 

@@ -493,6 +493,20 @@ def test_a_post_whose_origin_names_another_host_is_403(
         assert snapshot(ks) == before
 
 
+@pytest.mark.parametrize("kind", DOORS)
+def test_a_token_from_another_process_sharing_the_pepper_is_accepted(
+    kind: str, ks: Keystile, clock: Clock
+) -> None:
+    key = bot_key(ks)
+    other_process = Site(kind, Keystile(CONFIG, pepper=PEPPER, clock=clock))  # same pepper
+    own_secret = Site(kind, ks, secret="a secret of the host's own choosing")
+    token = other_process.token()
+    assert own_secret.post(f"/{key.id}/revoke", token=token).status == 403
+    assert Site(kind, ks).post(f"/{key.id}/revoke", token=token).status == 303
+    with pytest.raises(ValueError, match="16 bytes"):
+        Site(kind, ks, secret="short")
+
+
 def test_a_post_that_is_not_a_form_is_415(site: Site, ks: Keystile) -> None:
     key = bot_key(ks)
     reply = site.post(f"/{key.id}/revoke", content_type="application/json", body=b"{}")

@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keystile.management._asgi import AsyncAuthenticate, build_asgi_app
-from keystile.management._core import MAX_BODY
+from keystile.management._effects import MAX_BODY
 from keystile.management._wsgi import KeysWSGIApp, SyncAuthenticate
 
 if TYPE_CHECKING:

@@ -107,6 +107,21 @@ def check_scopes(scopes: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_grace(grace: Any) -> float:
+    """A rotation's grace period in seconds (``None``: 0, the old key stops at once)."""
+    from keystile.config import parse_duration
+
+    try:
+        seconds = 0.0 if grace is None else parse_duration(grace)
+    except Exception:
+        raise KeyInputError(
+            f"grace {grace!r} is not a duration such as '24h'", field="grace"
+        ) from None
+    if seconds < 0 or seconds > 365 * 86400:
+        raise KeyInputError("grace must be between 0 and 365 days", field="grace")
+    return seconds
+
+
 def check_rate_limit(value: Any) -> str | None:
     if value is None:
         return None
@@ -481,16 +496,7 @@ class KeyManager:
         return ids
 
     def _rotate(self, key_id: str, grace: str | float | None) -> Flow[NewKey]:
-        from keystile.config import parse_duration
-
-        try:
-            seconds = 0.0 if grace is None else parse_duration(grace)
-        except Exception:
-            raise KeyInputError(
-                f"grace {grace!r} is not a duration such as '24h'", field="grace"
-            ) from None
-        if seconds < 0 or seconds > 365 * 86400:
-            raise KeyInputError("grace must be between 0 and 365 days", field="grace")
+        seconds = check_grace(grace)
         old = yield from self._get(key_id)
         now = self._ks.now()
         if not old.is_active(now):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound, ServiceUnavailable
-from keystile.lifecycle import check_grace, check_name
+from keystile.lifecycle import check_allowed_ips, check_grace, check_name
 from keystile.management._effects import (
     MAX_BODY,
     AuditCall,
@@ -72,8 +72,8 @@ _JSON_FIELD = {
     "rate_limit": "rateLimit",
     "grace": "gracePeriod",
 }
-_CREATE_FIELDS = frozenset({"name", "scopes", "expiresInDays", "kind"})
-_PATCH_FIELDS = frozenset({"name", "scopes"})
+_CREATE_FIELDS = frozenset({"name", "scopes", "expiresInDays", "kind", "allowedIps"})
+_PATCH_FIELDS = frozenset({"name", "scopes", "allowedIps"})
 _ROTATE_FIELDS = frozenset({"gracePeriod"})
 Operation = Generator[Effect, Any, Reply]
 
@@ -195,6 +195,7 @@ class KeyAPI:
         kind = body.get("kind", "bot")
         if kind not in ("bot", "user"):
             raise bad_request("kind must be 'bot' or 'user'", "kind")
+        ips = _allowed_ips(body.get("allowedIps"))
         new = yield KeyCall(
             "create",
             (name,),
@@ -205,6 +206,7 @@ class KeyAPI:
                 "created_by": caller.user,
                 "user": caller.user if kind == "user" else None,
                 "expires_in_days": days,
+                "allowed_ips": ips,
             },
         )
         return self._made(new)
@@ -217,8 +219,10 @@ class KeyAPI:
             changes["name"] = check_name(body["name"])
         if "scopes" in body:
             changes["scopes"] = self.scopes.check(body["scopes"], caller, explicit=True)
+        if "allowedIps" in body:
+            changes["allowed_ips"] = _allowed_ips(body["allowedIps"])
         if not changes:
-            raise bad_request("nothing to change: send name and/or scopes")
+            raise bad_request("nothing to change: send name, scopes and/or allowedIps")
         yield from self._own_key(target, caller)
         count = yield from self._recent(target)
         record = yield KeyCall("update", (target,), changes)
@@ -333,3 +337,13 @@ class KeyAPI:
             ("Cache-Control", "no-store"),
         ]
         return answer.status, headers, body
+
+
+def _allowed_ips(value: Any) -> tuple[str, ...]:
+    """``allowedIps`` as the lifecycle checks it, the error naming the JSON field."""
+    if value is None:
+        return ()
+    try:
+        return check_allowed_ips(value)
+    except KeyInputError as exc:
+        raise bad_request(str(exc), "allowedIps") from None

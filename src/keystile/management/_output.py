@@ -39,7 +39,7 @@ def present(record: KeyRecord, requests30d: int | None) -> dict[str, Any]:
         "rateLimit": record.rate_limit,
         # Address allowlists come with key policies (SPEC 10); until then
         # every key is usable from anywhere, which an empty list says.
-        "allowedIps": [],
+        "allowedIps": list(record.allowed_ips),
         "requests30d": requests30d,
         "lastUsedAt": _iso(record.last_used_at),
         "expiresAt": _iso(record.expires_at),

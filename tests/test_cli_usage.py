@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from keystile import Keystile
+from keystile.audit import AuditEvent
 from keystile.cli import main
 from tests.conftest import PEPPER, STORE_BACKENDS, store_url_for
 from tests.doors import Door
@@ -398,6 +399,15 @@ def test_audit_json_has_the_fields_of_an_event(shell: Shell) -> None:
     }
     assert refused["time"] == ago(hours=2).strftime("%Y-%m-%dT%H:%M:%SZ")  # as keys' times
     assert refused["reason"].startswith("FORBIDDEN")
+
+
+def test_audit_prints_control_characters_from_the_store_harmlessly(shell: Shell) -> None:
+    ks = shell.engine()
+    ks.audit.record(AuditEvent("request.refused", START, org="acme", reason="\x1b[2J\rgone"))
+    ks.audit.flush()
+    done = shell("audit")
+    assert "\x1b" not in done.out and "\r" not in done.out
+    assert done.rows()[0][-1] == "?[2J?gone"
 
 
 def test_audit_says_when_it_stops_at_the_limit(shell: Shell) -> None:

@@ -7,12 +7,14 @@ Usage::
                                          [--rate-limit 100/hour] [--plan P]
                                          [--type secret|publishable|embed]
                                          [--allowed-origin HOST ...] [--json]
-    keystile keys list [--org ORG] [--json]
+    keystile keys list [--org ORG] [--all] [--unused-since 90d] [--sort last-used] [--json]
+    keystile keys usage KEY_ID [--days 30] [--json]
     keystile keys revoke KEY_ID [--json]
     keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
     keystile keys rotate KEY_ID [--grace 24h] [--json]
     keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
                          [--scope S ...] [--org ORG] [--dry-run] [--json]
+    keystile audit [--org ORG] [--key KEY_ID] [--days 7] [--limit 1000] [--json]
     keystile db init
     keystile check
     keystile explain METHOD PATH
@@ -39,6 +41,9 @@ Decisions worth knowing:
   is read and checked before anything is written; rows that are revoked,
   expired, or already imported (same lookup prefix) are skipped, so a
   failed import can be fixed and run again.
+- ``keys list``, ``keys usage`` and ``audit`` read usage and the audit
+  trail; their decisions (stale keys, sort order, status columns) are in
+  :mod:`keystile._cli_usage`.
 
 Exit status:
 
@@ -64,17 +69,27 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from keystile import _cli_format as fmt
+from keystile import _cli_usage
 from keystile.__about__ import __version__
+from keystile._cli_command import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CommandError,
+)
+from keystile._cli_command import config_path as _config_path
+from keystile._cli_command import engine as _engine
+from keystile._cli_command import print_json as _print_json
 from keystile.config import load_config
-from keystile.engine import Keystile, config_path_from_env
 from keystile.errors import (
     ConfigError,
     KeyConflict,
@@ -87,30 +102,16 @@ from keystile.stores import is_memory_url
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_INTERRUPTED = 130
-
 # The key API names its bad argument (KeyInputError.field); say it as the flag.
 _FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin"}
 _FLAGS.update(
     (field, "--" + field.replace("_", "-"))
     for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
 )
-_FLAGS.update(type="--type", grace="--grace")
+_FLAGS.update(type="--type", grace="--grace", days="--days", limit="--limit")
 SAVE_NOW = "Save this key now: it won't be shown again."
 
 Command = Callable[[argparse.Namespace, TextIO], int]
-
-
-class CommandError(Exception):
-    """A failure the command reports as one line, with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,32 +126,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- commands ----------------------------------------------------------------------
-
-
-def _config_path(args: argparse.Namespace) -> Path:
-    path = config_path_from_env(getattr(args, "config", None))
-    if not path.is_file():
-        raise CommandError(f"no config file at {path} (pass --config PATH or set KEYSTILE_CONFIG)")
-    return path
-
-
-@contextmanager
-def _engine(args: argparse.Namespace) -> Iterator[Keystile]:
-    """The engine for one command, closed at the end (which flushes last_used_at)."""
-    ks = Keystile(_config_path(args))
-    try:
-        if is_memory_url(ks.config.store):
-            _warn(
-                f"store {ks.config.store} keeps keys in this process only; "
-                "they are gone when this command exits"
-            )
-        yield ks
-    finally:
-        ks.close()
-
-
-def _print_json(out: TextIO, data: Any) -> None:
-    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
@@ -180,18 +155,6 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"  scopes:  {', '.join(record.scopes) or '-'}\n")
     out.write(f"  expires: {fmt.iso(record.expires_at) or 'never'}\n\n")
     out.write(f"  {new.secret}\n\n{SAVE_NOW}\n")
-    return EXIT_OK
-
-
-def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
-    with _engine(args) as ks:
-        records = ks.keys.list(org=args.org)
-    if args.json:
-        _print_json(out, [fmt.key_json(r) for r in records])
-    elif records:
-        out.write(fmt.key_table(records) + "\n")
-    else:
-        out.write("no active keys" + (f" in org {args.org}" if args.org else "") + "\n")
     return EXIT_OK
 
 
@@ -552,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keys = commands.add_parser(
-        "keys", parents=[common], help="create, list, revoke, update, rotate, import API keys"
+        "keys",
+        parents=[common],
+        help="create, list, revoke, update, rotate, import keys; read usage",
     )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     both = [common, as_json]
@@ -575,9 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=_keys_create)
 
-    listing = key_commands.add_parser("list", parents=both, help="active keys, never a secret")
-    listing.add_argument("--org", help="only this organization's keys")
-    listing.set_defaults(func=_keys_list)
+    _cli_usage.add_key_commands(key_commands, both)
 
     revoke = key_commands.add_parser("revoke", parents=both, help="revoke a key now")
     revoke.add_argument("key_id", metavar="KEY_ID")
@@ -626,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=_db_init
     )
 
+    _cli_usage.add_commands(commands, both)
+
     check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
     check.set_defaults(func=_check)
 
@@ -647,10 +612,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- main -------------------------------------------------------------------------------
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"keystile: warning: {message}\n")
 
 
 def _fail(message: str, status: int) -> int:

@@ -146,6 +146,12 @@ class KeyRecord:
     def is_active(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
+    def status(self, now: datetime) -> str:
+        """``active``, ``revoked`` or ``expired`` (revoked wins when both hold)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_active(now) else "expired"
+
     @property
     def slot(self) -> str | None:
         if self.kind != "user" or self.owner is None:

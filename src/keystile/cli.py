@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from keystile import _cli_format as fmt
-from keystile import _cli_usage
+from keystile import _cli_limits, _cli_usage
 from keystile.__about__ import __version__
 from keystile._cli_command import (
     EXIT_FAILED,
@@ -103,7 +103,7 @@ from keystile.stores import is_memory_url
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
 # The key API names its bad argument (KeyInputError.field); say it as the flag.
-_FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin"}
+_FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin", "allowed_ips": "--allow-ip"}
 _FLAGS.update(
     (field, "--" + field.replace("_", "-"))
     for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
@@ -139,6 +139,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
         "rate_limit": args.rate_limit,
         "plan": args.plan,
         "allowed_origins": args.allowed_origin,
+        "allowed_ips": args.allow_ip,
     }
     options = {k: v for k, v in options.items() if v is not None}
     with _engine(args) as ks:
@@ -176,8 +177,17 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
         changes["scopes"] = args.scope
     if args.rate_limit is not None:
         changes["rate_limit"] = None if args.rate_limit.lower() == "none" else args.rate_limit
+    if args.allow_ip is not None and args.clear_allow_ip:
+        raise CommandError("give --allow-ip or --clear-allow-ip, not both", EXIT_USAGE)
+    if args.allow_ip is not None:
+        changes["allowed_ips"] = args.allow_ip
+    if args.clear_allow_ip:
+        changes["allowed_ips"] = []
     if not changes:
-        raise CommandError("nothing to update: give --name, --scope or --rate-limit", EXIT_USAGE)
+        raise CommandError(
+            "nothing to update: give --name, --scope, --rate-limit, --allow-ip or --clear-allow-ip",
+            EXIT_USAGE,
+        )
     with _engine(args) as ks:
         record = ks.keys.update(args.key_id, **changes)
     if args.json:
@@ -187,6 +197,7 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
             f'Updated key {record.id} "{record.name}"\n'
             f"  scopes:     {', '.join(record.scopes) or '-'}\n"
             f"  rate limit: {record.rate_limit or 'default'}\n"
+            f"  allowed IPs: {', '.join(record.allowed_ips) or 'any'}\n"
         )
     return EXIT_OK
 
@@ -538,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="origin host for publishable/embed keys (repeatable)",
     )
+    create.add_argument(
+        "--allow-ip",
+        action="append",
+        metavar="CIDR",
+        help="answer only from this address or network (repeatable, at most 100)",
+    )
     create.set_defaults(func=_keys_create)
 
     _cli_usage.add_key_commands(key_commands, both)
@@ -556,6 +573,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the new scopes, replacing the old ones (repeatable)",
     )
     update.add_argument("--rate-limit", metavar="R", help="a limit such as 100/hour, or none")
+    update.add_argument(
+        "--allow-ip",
+        action="append",
+        metavar="CIDR",
+        help="the new address allowlist, replacing the old one (repeatable)",
+    )
+    update.add_argument(
+        "--clear-allow-ip", action="store_true", help="answer from any address again"
+    )
     update.set_defaults(func=_keys_update)
 
     rotate = key_commands.add_parser("rotate", parents=both, help="new secret; old one expires")
@@ -590,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _cli_usage.add_commands(commands, both)
+    _cli_limits.add_commands(commands, both)
 
     check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
     check.set_defaults(func=_check)

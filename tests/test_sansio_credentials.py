@@ -338,6 +338,23 @@ def test_a_listed_authorization_scheme_is_read_as_bearer_is(
         assert _outcome(read_credential, v, sources) == _outcome(_read_any, v, sources, False)
 
 
+@pytest.mark.parametrize(
+    "sources",
+    [
+        pytest.param(("x-api-key", "scheme:Api-Key"), id="scheme-and-x-api-key"),
+        pytest.param(("scheme:Api-Key", "x-api-key"), id="x-api-key-and-scheme"),
+        pytest.param(("bearer", "x-api-key", "scheme:Api-Key"), id="all-three"),
+    ],
+)
+def test_a_scheme_credential_beside_an_x_api_key_is_two_credentials(
+    sources: tuple[str, ...],
+) -> None:
+    # Without Bearer listed, the fast path must still look at Authorization.
+    v = view({"authorization": ["Api-Key pfx.secret"], "x-api-key": ["sk_b"]})
+    with pytest.raises(BadCredential, match="one credential"):
+        read_credential(v, sources)
+
+
 _plain_token = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=","),
     min_size=1,

@@ -253,3 +253,19 @@ def test_quickstart_snippet_runs_in_its_own_interpreter(
         return replies[path + (" key" if key else "")]
 
     _check(send, secret)
+
+
+def test_the_fastapi_quickstart_keeps_its_docs_public_and_documents_scopes(
+    quickstart_dir: tuple[Path, str],
+) -> None:
+    from starlette.testclient import TestClient
+
+    block = _by_mark("quickstart-")["fastapi"]
+    namespace: dict[str, Any] = {"__name__": "docs_quickstart_fastapi_docs"}
+    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
+    with TestClient(namespace["app"]) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 200, path  # under the config's default: deny
+        operation = client.get("/openapi.json").json()["paths"]["/api/v1/events"]["get"]
+    assert {"BearerKey": ["events:read"]} in operation["security"]
+    assert {"401", "403", "429"} <= set(operation["responses"])

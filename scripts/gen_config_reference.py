@@ -77,7 +77,9 @@ SECTIONS: tuple[Section, ...] = (
                 "credentials",
                 "Where a key is read from, in order: `bearer` "
                 "(`Authorization: Bearer`), `x-api-key`, `query:NAME` (off by default: "
-                "query strings end up in logs).",
+                "query strings end up in logs), `scheme:NAME` (`Authorization: NAME KEY`, "
+                "read as Bearer is, for clients of another library such as "
+                "djangorestframework-api-key's `scheme:Api-Key`).",
             ),
             _d(
                 "cache.ttl",

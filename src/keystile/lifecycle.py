@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import limits
@@ -319,6 +319,13 @@ class KeyManager:
         return await self._arun(totals_flow(org, days, self._ks.now()))
 
     def import_key(self, name: str, *, hash: str, lookup_prefix: str, **options: Any) -> KeyRecord:
+        """A key another system issued, kept by its own hash (``docs/guides/migrating.md``).
+
+        ``hash`` must be one passlib parses (``KeyInputError`` otherwise, at
+        once rather than at the key's first request). ``expires_at``, an
+        aware datetime, keeps the old system's expiry to the instant;
+        ``expires_in_days`` and the other options are ``create``'s.
+        """
         return self._run(self._import(name, hash, lookup_prefix, **options))
 
     # flows
@@ -421,16 +428,31 @@ class KeyManager:
         self._ks.emit("key.created", record)
         return NewKey(secret, record)
 
-    def _import(self, name: Any, hash: str, lookup_prefix: str, **options: Any) -> Flow[KeyRecord]:
+    def _import(
+        self,
+        name: Any,
+        hash: str,
+        lookup_prefix: str,
+        *,
+        expires_at: datetime | None = None,
+        **options: Any,
+    ) -> Flow[KeyRecord]:
+        if expires_at is not None and options.get("expires_in_days") is not None:
+            raise KeyInputError("give expires_at or expires_in_days, not both", field="expires_at")
         _, record = self._build(name, **options)
-        if not isinstance(hash, str) or not hash or not lookup_prefix:
-            raise KeyInputError("an imported key needs its hash and lookup prefix", field="hash")
+        if not isinstance(lookup_prefix, str) or not lookup_prefix:
+            raise KeyInputError("an imported key needs its lookup prefix", field="lookup_prefix")
+        try:
+            hash = keyfmt.imported_hash(hash)
+        except ValueError as exc:
+            raise KeyInputError(str(exc), field="hash") from None
         record = record.replace(
             digest=None,
             imported_hash=hash,
             lookup_prefix=lookup_prefix,
             prefix=lookup_prefix[: keyfmt.DISPLAY_PREFIX_LENGTH],
             last4="",
+            expires_at=_import_expiry(expires_at, record.created_at, record.expires_at),
         )
         yield StoreCall("insert", (record, record.created_at))
         self._ks.emit("key.imported", record)
@@ -522,6 +544,22 @@ class KeyManager:
         self._ks.forget(updated)
         self._ks.emit("key.rotated", new, reason=f"from {old.id}")
         return NewKey(secret, new)
+
+
+def _import_expiry(expires_at: Any, now: datetime, default: datetime | None) -> datetime | None:
+    """The old system's expiry, to the instant (not rounded to whole days).
+
+    Unbounded by ``expires_in_days``'s 365: the old system promised it. A
+    naive time is refused rather than guessed at; a past one would import
+    a key that is dead on arrival.
+    """
+    if expires_at is None:
+        return default
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        raise KeyInputError("expires_at must be a timezone-aware datetime", field="expires_at")
+    if expires_at <= now:
+        raise KeyInputError("expires_at is already past", field="expires_at")
+    return expires_at.astimezone(timezone.utc)
 
 
 async def _flushed(engine: Keystile) -> None:

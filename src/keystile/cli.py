@@ -314,18 +314,19 @@ def _read_table(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _import_hash(value: str, where: str, context: Any) -> str:
-    found = _DRF_SHA512.fullmatch(value)
-    if found:
-        value = found.group(1)
-    if context.identify(value) is None:
-        # The hash is not a secret, but it has no business in a terminal either.
-        scheme = "sha512$$ (drf-api-key 3.x)" if found else (value.split("$")[1:2] or ["?"])[0]
-        raise CommandError(
-            f"{where}: hash scheme {scheme!r} is not one keystile verifies "
-            f"({', '.join(context.schemes())})",
-            EXIT_USAGE,
-        )
-    return value
+    """The row's hash as the key will keep it, checked while the file is read.
+
+    ``keystile.keys.imported_hash`` refuses a hash passlib cannot parse, so
+    a bad row stops the import before any row is written.
+    """
+    from keystile.keys import imported_hash
+
+    try:
+        return imported_hash(value)
+    except ValueError as exc:
+        # The message names the scheme, never the hash (not a secret, but it
+        # has no business in a terminal either).
+        raise CommandError(f"{where}: {exc}", EXIT_USAGE) from None
 
 
 def _import_time(value: Any, where: str) -> datetime | None:
@@ -390,13 +391,6 @@ def _import_rows(
     return rows
 
 
-def _expiry_days(expires_at: datetime, now: datetime) -> int:
-    # The key API takes whole days (1 to 365): round down, so an imported key
-    # never outlives its original expiry by more than the rounding to 1 day.
-    days = (expires_at - now).total_seconds() // 86400
-    return int(min(max(days, 1), 365))
-
-
 def _skip_reason(row: _ImportRow, now: datetime, seen: set[str]) -> str | None:
     if row.revoked:
         return "revoked"
@@ -434,7 +428,7 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
             seen.add(row.lookup_prefix)
             options = dict(row.options)
             if row.expires_at is not None:
-                options["expires_in_days"] = _expiry_days(row.expires_at, now)
+                options["expires_at"] = row.expires_at  # the exported instant, kept
             if args.dry_run:
                 imported.append(
                     {"row": row.where, "lookup_prefix": row.lookup_prefix, "name": row.name}

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# The three-node Redis Cluster fixture, shared by every module that needs one.
+from tests.redis_cluster import cluster  # noqa: F401
+
 REQUIRE_SERVICES = os.environ.get("KEYSTILE_REQUIRE_SERVICES") == "1"
 PEPPER = b"test-pepper-0123456789abcdef0123"
 

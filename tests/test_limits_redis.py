@@ -131,7 +131,7 @@ def test_four_limits_cost_one_command(kind: str, strategy: str, redis_url: str) 
             client = limiter._client()
         else:
             assert door._loop is not None
-            client = door._loop.run_until_complete(limiter._loops.get())
+            client = door._loop.run_until_complete(limiter._loops.get()).client
         seen: list[tuple[Any, ...]] = []
         _count_commands(client, seen)
         reply = door(*post, key=secret)

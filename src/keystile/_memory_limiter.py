@@ -98,6 +98,12 @@ class MemoryLimiter:
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         return self.hit_all(call)  # no I/O: the lock is held for microseconds
 
+    def warm_up(self) -> None:
+        pass  # nothing to connect to
+
+    async def awarm_up(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

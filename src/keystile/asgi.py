@@ -143,7 +143,11 @@ class KeystileMiddleware:
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
             message = await receive()
-            if message.get("type") == "lifespan.shutdown":
+            if message.get("type") == "lifespan.startup":
+                # Connect the limiter on the server's loop before the first
+                # request, so no request pays for it.
+                await self.ks.awarm_up()
+            elif message.get("type") == "lifespan.shutdown":
                 # Write pending last_used_at and close this loop's store
                 # connections before the server exits.
                 await self.ks.arelease()

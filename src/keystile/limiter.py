@@ -18,7 +18,8 @@ backend here closes that gap its own way:
 
 A limiter call that raises or exceeds ``limiter.timeout`` becomes
 ``LimiterUnavailable``; the pipeline then fails closed (503) or open, as
-the config says.
+the config says. ``warm_up`` (``awarm_up`` on an event loop) does at start
+what a backend would otherwise do on its first request.
 """
 
 from __future__ import annotations
@@ -60,10 +61,16 @@ class Limiter(Protocol):
     """What the engine needs of a limiter: answer a ``LimitCall``, sync or async.
 
     ``in_process`` says that ``hit_all`` never waits on I/O, so an event loop
-    may call it directly.
+    may call it directly. ``warm_up`` / ``awarm_up`` prepare the backend at
+    start (connections, scripts) and raise ``LimiterUnavailable`` when it
+    cannot be reached.
     """
 
     in_process: bool
+
+    def warm_up(self) -> None: ...
+
+    async def awarm_up(self) -> None: ...
 
     def hit_all(self, call: LimitCall) -> LimitResult: ...
 
@@ -101,6 +108,12 @@ class StrategyLimiter:
 
     def __repr__(self) -> str:
         return f"StrategyLimiter({self.config.storage.split('://')[0]}://, {self.config.strategy})"
+
+    def warm_up(self) -> None:
+        pass  # limits' storages connect on first use; nothing to load
+
+    async def awarm_up(self) -> None:
+        pass
 
     def hit_all(self, call: LimitCall) -> LimitResult:
         if not call.specs:

@@ -147,7 +147,7 @@ def redis_url() -> Iterator[str]:
 @pytest.mark.redis
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_room_frees_up_when_the_window_passes(strategy: str, redis_url: str) -> None:
-    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy=strategy, timeout=2))
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy=strategy))
     specs = (LimitSpec(parse_limits("3/second")[0], "key:aging", "key"),)
     try:
         assert [limiter.hit_all(LimitCall(specs)).admitted for _ in range(4)] == [
@@ -165,7 +165,7 @@ def test_room_frees_up_when_the_window_passes(strategy: str, redis_url: str) -> 
 
 @pytest.mark.redis
 def test_the_moving_window_drops_hits_that_left_it_and_counts_the_rest(redis_url: str) -> None:
-    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window", timeout=2))
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window"))
     call = LimitCall((LimitSpec(parse_limits("3 per 2 seconds")[0], "key:moving", "key"),))
     (key,), _ = limiter.keys_and_args(call)
     try:
@@ -191,7 +191,7 @@ def test_cluster_admits_exactly_the_limit_from_threads_and_tasks(
 ) -> None:
     storage = f"{cluster}?key_prefix=exact-{time.time_ns()}"
     limits = {"key": "5/minute", "org": "50/minute"}  # two limits, one slot
-    ks = make_ks(storage, limits, limiter={"strategy": strategy, "timeout": "5s"})
+    ks = make_ks(storage, limits, limiter={"strategy": strategy})
     with ks, Door("wsgi", ks) as door:
         hot = ks.keys.create(name="threads", org="acme").secret
         gate = threading.Barrier(100)

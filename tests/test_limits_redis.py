@@ -268,6 +268,12 @@ def test_cluster_refusal_spends_nothing_and_orgs_spread_over_slots(cluster: str)
             "redis://h:1/0?ssl_cert_reqs=none",
             id="prefix-removed",
         ),
+        pytest.param(
+            "redis://h:1/0?max_connections=7&ssl_cert_reqs=none",
+            "single",
+            "redis://h:1/0?ssl_cert_reqs=none",
+            id="max-connections-removed",
+        ),
         pytest.param("redis+cluster://a:1,b:2", "cluster", (("a", 1), ("b", 2)), id="cluster"),
         pytest.param("valkey+cluster://a:1", "cluster", (("a", 1),), id="valkey-cluster"),
         pytest.param(
@@ -283,6 +289,7 @@ def test_storage_uris_parse_as_limits_reads_them(uri: str, kind: str, where: Any
     assert target.kind == kind
     assert (target.url if kind == "single" else target.locations) == where
     assert target.key_prefix == ("app1" if "key_prefix" in uri else "keystile")
+    assert target.connections == (7 if "max_connections" in uri else 50)
     if kind == "sentinel":
         assert (target.service, target.username, target.password) == ("mymaster", "u", "pw")
     assert "pw" not in repr(target)
@@ -294,6 +301,8 @@ def test_storage_uris_parse_as_limits_reads_them(uri: str, kind: str, where: Any
         pytest.param("redis+sentinel://s1:26379", id="sentinel-without-service"),
         pytest.param("redis+cluster://a,b:2", id="cluster-host-without-port"),
         pytest.param("memcached://h:11211", id="not-redis"),
+        pytest.param("redis://h:1?max_connections=0", id="no-connections"),
+        pytest.param("redis+cluster://a:1?max_connections=many", id="connections-not-a-number"),
     ],
 )
 def test_bad_redis_uris_are_config_errors(uri: str) -> None:

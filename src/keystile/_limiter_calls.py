@@ -29,11 +29,12 @@ keeps both out of the bound:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import Any, Generic, TypeVar
 
 from keystile.errors import LimiterUnavailable
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 class _Counts:
     """The state both kinds of slots share: how many are free, how many calls failed."""
+
+    __slots__ = ("failures", "free")
 
     def __init__(self, size: int) -> None:
         self.free = size
@@ -61,81 +64,82 @@ class _Counts:
             return True
         return False
 
-    def give_back(self, failed: bool) -> None:
+    def give_back(self, exc_type: type[BaseException] | None) -> bool:
+        """Return a slot; True when the call failed (a cancelled one did not)."""
         self.free += 1
+        failed = exc_type is not None and issubclass(exc_type, Exception)
         if failed:
             self.failures += 1
+        return failed
 
 
 class Slots:
     """At most ``size`` concurrent calls from threads; the others queue without a clock.
 
     >>> slots = Slots(50)
-    >>> with slots.held():
+    >>> with slots:
     ...     pass  # one call on one pooled connection
     """
 
     def __init__(self, size: int) -> None:
         self._counts = _Counts(size)
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.Lock())
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
+    def __enter__(self) -> None:
         counts = self._counts
         with self._changed:
             seen = counts.failures
             while not counts.take(seen):
                 self._changed.wait()
-        failed = False
-        try:
-            yield
-        except Exception:  # the call failed (a cancelled one did not: BaseException)
-            failed = True
-            raise
-        finally:
-            with self._changed:
-                counts.give_back(failed)
-                # A failure wakes every waiter, so each can give up now.
-                if failed:
-                    self._changed.notify_all()
-                else:
-                    self._changed.notify()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        with self._changed:
+            if self._counts.give_back(exc_type):
+                self._changed.notify_all()  # every waiter can give up now
+            else:
+                self._changed.notify()
 
 
 class AsyncSlots:
-    """The same for the tasks of one event loop (made on, and used by, that loop only)."""
+    """The same for the tasks of one event loop (made on, and used by, that loop only).
+
+    One loop runs one task at a time, so the counts need no lock; only a
+    waiter has a future, which a returned slot (or a failure) resolves.
+    """
 
     def __init__(self, size: int) -> None:
         self._counts = _Counts(size)
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
+    async def __aenter__(self) -> None:
         counts = self._counts
-        async with self._changed:
-            seen = counts.failures
+        seen = counts.failures
+        while not counts.take(seen):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                while not counts.take(seen):
-                    await self._changed.wait()
+                await waiter
             except asyncio.CancelledError:
-                # A waiter cancelled just after it was woken would take the
-                # wake-up with it (before Python 3.13): pass it on.
-                if counts.free:
-                    self._changed.notify()
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # this waiter was woken, then cancelled: pass it on
                 raise
-        failed = False
-        try:
-            yield
-        except Exception:  # the call failed (a cancelled one did not: BaseException)
-            failed = True
-            raise
-        finally:
-            async with self._changed:
-                counts.give_back(failed)
-                if failed:
-                    self._changed.notify_all()
-                else:
-                    self._changed.notify()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._counts.give_back(exc_type):
+            for waiter in self._waiters:  # every waiter can give up now
+                if not waiter.done():
+                    waiter.set_result(None)
+        else:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 async def answered_within(timeout: float, call: Awaitable[T]) -> T:

@@ -144,7 +144,7 @@ class RedisLimiter:
 
     def warm_up(self) -> None:
         """Connect, learn a cluster's slots and load the script, now rather than on a request."""
-        with self._failures_as_outage(), self._slots.held():
+        with self._failures_as_outage(), self._slots:
             self._client().script_load(self.script)  # on every primary of a cluster
 
     def hit_all(self, call: LimitCall) -> LimitResult:
@@ -152,7 +152,7 @@ class RedisLimiter:
         if not call.specs:
             return LimitResult(True, ())
         keys, args = self.keys_and_args(call)
-        with self._failures_as_outage(), self._slots.held():
+        with self._failures_as_outage(), self._slots:
             reply = self._eval(self._client(), keys, args)
         return self.result_of(call, reply)
 
@@ -177,7 +177,7 @@ class RedisLimiter:
         """``warm_up`` for the running event loop's client (ASGI lifespan startup)."""
         with self._failures_as_outage():
             entry = await self._loops.get()
-            async with entry.slots.held():
+            async with entry.slots:
                 await answered_within(self.timeout, entry.client.script_load(self.script))
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
@@ -187,7 +187,7 @@ class RedisLimiter:
         keys, args = self.keys_and_args(call)
         with self._failures_as_outage():
             entry = await self._loops.get()
-            async with entry.slots.held():
+            async with entry.slots:
                 reply = await answered_within(self.timeout, self._aeval(entry.client, keys, args))
         return self.result_of(call, reply)
 

@@ -4,7 +4,7 @@
 things used to make a healthy server look sick under load, and this module
 keeps both out of the bound:
 
-- **Waiting for a connection.** A process keeps at most ``connections``
+- **Waiting for a connection.** A process keeps at most ``max_connections``
   (default 50) pooled connections per client; more concurrent calls than
   that wait for a slot (``Slots`` for threads, ``AsyncSlots`` for tasks)
   without a clock, because how long a call queues behind the others is the

@@ -172,7 +172,13 @@ SECTIONS: tuple[Section, ...] = (
                 "Storage down: `closed` answers 503; `open` lets the "
                 "request through without rate-limit headers, and logs.",
             ),
-            _d("timeout", "timeout", "A limiter call over this counts as the storage being down."),
+            _d(
+                "timeout",
+                "timeout",
+                "How long a limiter call waits for the storage to answer (a connect, "
+                "a reply) before the storage counts as down. Waiting for a free "
+                "connection or for the process's own threads or event loop is not counted.",
+            ),
         ),
     ),
     Section(

@@ -184,6 +184,9 @@ class KeystileMiddleware:
             if failure is not None:
                 await send({"type": "lifespan.startup.failed", "message": f"keystile: {failure}"})
                 return
+            # Connect the limiter on the server's loop before the first
+            # request, so no request pays for it.
+            await self.ks.awarm_up()
 
         async def app_receive() -> Message:
             nonlocal pending

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from keystile import _cli_format as fmt
+from keystile import _cli_patterns
 from keystile.__about__ import __version__
 from keystile.config import load_config
 from keystile.engine import Keystile, config_path_from_env
@@ -619,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("--org", help="the organization for rows that name none")
     importing.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     importing.set_defaults(func=_keys_import)
+
+    _cli_patterns.register(key_commands, both, lambda args: load_config(_config_path(args)))
 
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -113,6 +113,12 @@ class KeyCache:
             if digest is not None:
                 self._drop(digest)
 
+    def forget_org(self, org: str) -> None:
+        """Drop every cached key of ``org`` (its org limit changed)."""
+        with self._lock:
+            for digest in [d for d, (record, _) in self._entries.items() if record.org == org]:
+                self._drop(digest)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

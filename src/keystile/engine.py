@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ipaddress
 import logging
 import os
 import re
@@ -32,12 +33,13 @@ from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
 from keystile.config import Config, RouteConfig, load_config
-from keystile.errors import ConfigError, ServiceUnavailable
+from keystile.errors import ConfigError, LimiterUnavailable, ServiceUnavailable
 from keystile.invalidation import Invalidator
 from keystile.keys import Digester, KeyFormat, imported_hash_context
 from keystile.lifecycle import KeyManager
 from keystile.limiter import Limiter, open_limiter
 from keystile.limiting import LimitCall, specs_for_key
+from keystile.overrides import LimitOverrides
 from keystile.pipeline import (
     UNMATCHED,
     Decision,
@@ -124,6 +126,7 @@ class Keystile:
         self._finds = Coalescer()  # concurrent cache misses of one digest: one lookup
         self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
+        self.limits = LimitOverrides(self)
         self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self.audit = Auditor(
             cfg.audit,
@@ -226,7 +229,10 @@ class Keystile:
                 kept = tuple(s for s in record.scopes if self.scopes.grants(clamped, s))
                 principal = Principal.of(record.replace(scopes=kept), self.scopes, clamped)
         origin_bound = key_type.origin_bound
-        context = self._contexts[id(record)] = KeyContext(record, principal, origin_bound)
+        networks = tuple(ipaddress.ip_network(cidr) for cidr in record.allowed_ips)
+        context = self._contexts[id(record)] = KeyContext(
+            record, principal, origin_bound, networks=networks
+        )
         return context
 
     def limit_call(self, rule: RouteConfig | None, context: KeyContext) -> LimitCall:
@@ -284,6 +290,26 @@ class Keystile:
                 if self._limiter is None:
                     self._limiter = open_limiter(self.config.limiter)
         return self._limiter
+
+    def warm_up(self) -> None:
+        """Prepare the limiter now (connect, learn a cluster, load the script), not on a request.
+
+        The WSGI and Django middlewares call this when they are built, the
+        ASGI middleware at lifespan startup (``awarm_up``). A limiter storage
+        that does not answer is logged, not raised: requests then meet it as
+        an outage (``limiter.on_error``), and it is used as soon as it answers.
+        """
+        try:
+            self.limiter.warm_up()
+        except LimiterUnavailable as exc:
+            _log_cold_limiter(exc)
+
+    async def awarm_up(self) -> None:
+        """``warm_up`` for the running event loop (its connections belong to it)."""
+        try:
+            await self.limiter.awarm_up()
+        except LimiterUnavailable as exc:
+            _log_cold_limiter(exc)
 
     # -- the request decision ------------------------------------------------------
 
@@ -378,6 +404,12 @@ class Keystile:
         if record.digest is not None:
             self.cache.forget_digest(record.digest)
         self.forget_id(record.id)
+
+    def forget_org(self, org: str) -> None:
+        """Drop every cached key of ``org`` (its limit changed): here and, over Redis, elsewhere."""
+        self.cache.forget_org(org)
+        if self.invalidator is not None:
+            self.invalidator.publish_org(org)
 
     def forget_id(self, key_id: str) -> None:
         self.cache.forget_id(key_id)
@@ -522,6 +554,10 @@ class Keystile:
 
 
 _KEYGATE = re.compile(r"kg_([0-9a-f]{1,32})_[A-Za-z0-9_-]+")
+
+
+def _log_cold_limiter(exc: LimiterUnavailable) -> None:
+    logger.warning("keystile: the rate limiter could not be prepared at start (%s)", exc)
 
 
 def _backend_of(effect: Any) -> str:

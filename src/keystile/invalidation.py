@@ -33,6 +33,7 @@ logger = logging.getLogger("keystile")
 
 POLL = 0.05  # seconds between checks of the outgoing queue while listening
 RECONNECT = 1.0
+ORG_PREFIX = "org:"  # key ids start with "key_": a message naming an org cannot be one
 
 
 class Invalidator:
@@ -65,6 +66,10 @@ class Invalidator:
         """Tell every process to forget ``key_id`` (sent from the background thread)."""
         self.start()
         self._outgoing.put(key_id)
+
+    def publish_org(self, org: str) -> None:
+        """Tell every process to forget every key of ``org``."""
+        self.publish(ORG_PREFIX + org)
 
     def close(self) -> None:
         self._stop.set()
@@ -110,4 +115,8 @@ class Invalidator:
             message = pubsub.get_message(timeout=POLL)
             if message is not None and message.get("type") == "message":
                 data = message["data"]
-                self._cache.forget_id(data.decode() if isinstance(data, bytes) else str(data))
+                text = data.decode() if isinstance(data, bytes) else str(data)
+                if text.startswith(ORG_PREFIX):  # an org's limit changed: all its keys
+                    self._cache.forget_org(text[len(ORG_PREFIX) :])
+                else:
+                    self._cache.forget_id(text)

@@ -33,7 +33,8 @@ import secrets
 import string
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+from typing import Any
 
 from keystile.errors import ConfigError
 
@@ -46,6 +47,7 @@ __all__ = [
     "KeyFormat",
     "digest",
     "display_prefix",
+    "imported_hash",
     "imported_hash_context",
     "last4",
     "new_key_id",
@@ -208,7 +210,7 @@ def new_key_id() -> str:
     return "key_" + "".join(secrets.choice(BASE62) for _ in range(20))
 
 
-def imported_hash_context() -> object:
+def imported_hash_context() -> Any:
     """The passlib ``CryptContext`` that verifies hashes imported from other systems.
 
     Built lazily: passlib and its backends load only when a deployment
@@ -231,3 +233,43 @@ def imported_hash_context() -> object:
             "django_bcrypt_sha256",
         ],
     )
+
+
+# djangorestframework-api-key 3.x: Django's "algorithm$salt$hash" with no
+# salt, the hash an unsalted SHA-512 hex digest of the whole key
+# ("prefix.secret"): passlib's hex_sha512 once the Django wrapping is gone.
+_DRF_SHA512 = re.compile(r"sha512\$\$([0-9a-f]{128})")
+
+
+@cache
+def _checking_context() -> Any:
+    return imported_hash_context()
+
+
+def imported_hash(value: object) -> str:
+    """``value`` as the hash an imported key keeps; ``ValueError`` when it is none.
+
+    A hash is kept only if passlib both names its scheme and parses it (its
+    salt, rounds and checksum of the right sizes): a hash that merely looks
+    like ``$pbkdf2-sha256$…`` would make a key that can never authenticate.
+    drf-api-key 3.x's ``sha512$$<hex>`` comes back as the ``hex_sha512``
+    digest it is. The message names the scheme, never the hash.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("hash is missing: an imported key needs its hash")
+    value = value.strip()
+    drf = _DRF_SHA512.fullmatch(value)
+    if drf is not None:
+        value = drf.group(1)
+    context = _checking_context()
+    scheme = context.identify(value)
+    if scheme is None:
+        raise ValueError(f"hash is in no scheme keystile verifies ({', '.join(context.schemes())})")
+    try:
+        context.handler(scheme).from_string(value)
+    except (ValueError, TypeError) as exc:
+        # passlib says "malformed <scheme> hash (<reason>)": keep the reason.
+        reason = re.search(r"\((.+)\)$", str(exc))
+        detail = f" ({reason.group(1)})" if reason else ""
+        raise ValueError(f"hash is not a well-formed {scheme} hash{detail}") from None
+    return value

@@ -188,7 +188,8 @@ def specs_for_key(
     - the route's own ``limit``, per key;
     - the key's ``rate_limit``, else the config's ``limits.key``;
     - ``limits.plans[plan]`` for the key's plan, per key;
-    - ``limits.org``, shared by every key of the org.
+    - ``limits.org`` (or the org's override, ``ks.limits``), shared by every
+      key of the org.
     """
     specs: list[LimitSpec] = []
     shard = f"org:{record.org}"  # a key never leaves its org: one slot per org
@@ -206,10 +207,9 @@ def specs_for_key(
             LimitSpec(i, f"plan:{record.plan}:{record.id}", "plan", shard)
             for i in parse_limits(plan)
         ]
-    if config.limits.org:
-        specs += [
-            LimitSpec(i, f"org:{record.org}", "org", shard) for i in parse_limits(config.limits.org)
-        ]
+    org_limit = record.org_limit or config.limits.org  # an override replaces limits.org
+    if org_limit:
+        specs += [LimitSpec(i, f"org:{record.org}", "org", shard) for i in parse_limits(org_limit)]
     return tuple(specs)
 
 

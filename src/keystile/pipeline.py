@@ -33,8 +33,10 @@ from keystile.limiting import (
 from keystile.routes import RouteMatch
 from keystile.sansio import (
     BadCredential,
+    Network,
     RequestView,
     client_address,
+    client_ip,
     origin_allowed,
     origin_host,
     read_credential,
@@ -154,6 +156,8 @@ class KeyContext:
     principal: Principal
     origin_bound: bool
     limit_calls: dict[int, LimitCall] = field(default_factory=dict)  # by id() of the rule
+    # The key's allowed_ips, parsed once; empty: any address.
+    networks: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,13 @@ def _key_refusal(
 ) -> Refusal | None:
     """Steps 8 to 10, for a key that exists and is active: no I/O."""
     rule = match.rule if match else None
+
+    # The key's address allowlist (SPEC section 3), read as step 4 reads addresses.
+    if context.networks:
+        cfg = ks.config
+        ip = client_ip(view, cfg.trusted_proxies, unix=cfg.trust_unix_socket)
+        if ip is None or not any(ip in net for net in context.networks):
+            return _forbidden("API key is not allowed from this address")
 
     # 8. Type rules: origin-bound and embed keys.
     if context.origin_bound and not origin_allowed(origin_host(view), record.allowed_origins):

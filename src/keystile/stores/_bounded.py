@@ -181,6 +181,7 @@ READ_ONLY = frozenset(
             "read_usage",
             "audit_events",
             "list_all",
+            "overrides",
         )
     }
 )

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from keystile.errors import KeyConflict, StoreUnavailable
 from keystile.stores.base import STORE_OPS, KeyRecord, freeze
 
-SCHEMA_VERSION = 2  # 2: keystile_usage
+SCHEMA_VERSION = 3  # 2: keystile_usage; 3: keystile_keys.allowed_ips
 
 # Creating the tables may wait for another process holding the schema lock:
 # it gets this much time rather than store_timeout.
@@ -47,6 +47,9 @@ keys_table = sa.Table(
     sa.Column("plan", sa.String(64), nullable=True),
     sa.Column("rate_limit", sa.String(64), nullable=True),
     sa.Column("allowed_origins", sa.JSON, nullable=False),
+    # Added in schema version 3: nullable, so _migrate can add it to a table
+    # that has rows; NULL reads as no allowlist.
+    sa.Column("allowed_ips", sa.JSON, nullable=True),
     sa.Column("restrictions", sa.JSON, nullable=False),
     sa.Column("meta", sa.JSON, nullable=False),
     sa.Column("created_by", _Name, nullable=True),
@@ -123,6 +126,7 @@ def _row_values(record: KeyRecord) -> dict[str, Any]:
         "plan": record.plan,
         "rate_limit": record.rate_limit,
         "allowed_origins": list(record.allowed_origins),
+        "allowed_ips": list(record.allowed_ips),
         "restrictions": {k: list(v) for k, v in record.restrictions.items()},
         "meta": _thaw(record.metadata),
         "created_by": record.created_by,
@@ -158,6 +162,7 @@ def _record(row: sa.Row[Any]) -> KeyRecord:
         plan=m["plan"],
         rate_limit=m["rate_limit"],
         allowed_origins=tuple(m["allowed_origins"]),
+        allowed_ips=tuple(m["allowed_ips"] or ()),
         restrictions=freeze(m["restrictions"]),
         metadata=freeze(m["meta"]),
         created_by=m["created_by"],
@@ -390,6 +395,8 @@ def create_schema(conn: Connection) -> None:
 def _create_tables(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
     current = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar()
+    if current is not None and current < SCHEMA_VERSION:
+        _migrate(conn, current)
     # create_all has just added any table a newer version brings (2: keystile_usage).
     if current is None or current < SCHEMA_VERSION:
         conn.execute(
@@ -402,3 +409,16 @@ def _create_tables(conn: Connection) -> None:
             f"the key store's schema is version {current}; this keystile knows "
             f"up to {SCHEMA_VERSION}: upgrade keystile"
         )
+
+
+def _migrate(conn: Connection, current: int) -> None:
+    """Bring tables made by an older keystile up to this version, in place.
+
+    ``create_all`` adds missing tables (version 2's usage table); columns
+    added to an existing table are added here.
+    """
+    if current < 3:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("keystile_keys")}
+        if "allowed_ips" not in columns:
+            kind = sa.JSON().compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE keystile_keys ADD COLUMN allowed_ips {kind}"))

@@ -1,4 +1,4 @@
-"""Usage counts and the reads that look back: the SQL side of SPEC section 8.
+"""Usage counts, org limit overrides, and the reads that look back (SPEC 8 and 10).
 
 Counts arrive from the write-behind buffer as a dict of (key, day, route,
 status) to a number, and are *added* to their rows: an upsert per dialect,
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from keystile.stores import _sql_schema as schema
 from keystile.stores.base import KeyRecord, UsageRow
 
-__all__ = ["OPS", "ROWS_PER_STATEMENT", "usage_table"]
+__all__ = ["OPS", "ROWS_PER_STATEMENT", "org_limits_table", "usage_table"]
 
 # Five parameters a row: 200 rows stay under every driver's limit (SQLite's
 # oldest is 999 parameters a statement).
@@ -39,6 +39,15 @@ usage_table = sa.Table(
     sa.Index("ix_keystile_usage_day", "day"),
 )
 _u = usage_table.c
+
+org_limits_table = sa.Table(
+    "keystile_org_limits",
+    schema.metadata,
+    sa.Column("org", schema._Name, primary_key=True),
+    sa.Column("org_limit", sa.String(64), nullable=False),
+    sa.Column("updated_at", schema._Timestamp, nullable=False),
+)
+_o = org_limits_table.c
 
 
 def _day(number: int) -> date:
@@ -130,10 +139,52 @@ def op_list_all(conn: Connection, org: str | None) -> list[KeyRecord]:
     return [schema._record(r) for r in conn.execute(query.order_by(k.created_at, k.id))]
 
 
+def op_find_by_digest(conn: Connection, digest: str) -> KeyRecord | None:
+    """The key, with its org's limit override in the same statement (a join on the key)."""
+    k = schema.keys_table.c
+    row = conn.execute(
+        sa.select(schema.keys_table, _o.org_limit)
+        .outerjoin(org_limits_table, _o.org == k.org)
+        .where(k.digest == digest)
+    ).first()
+    if row is None:
+        return None
+    record = schema._record(row)
+    limit = row._mapping["org_limit"]
+    return record if limit is None else record.replace(org_limit=limit)
+
+
+def op_set_override(conn: Connection, org: str, limit: str, now: datetime) -> None:
+    updated = conn.execute(
+        sa.update(org_limits_table)
+        .where(_o.org == org)
+        .values(org_limit=limit, updated_at=schema._to_db(now))
+    )
+    if updated.rowcount == 0:
+        conn.execute(
+            sa.insert(org_limits_table).values(
+                org=org, org_limit=limit, updated_at=schema._to_db(now)
+            )
+        )
+
+
+def op_clear_override(conn: Connection, org: str) -> bool:
+    return bool(conn.execute(sa.delete(org_limits_table).where(_o.org == org)).rowcount)
+
+
+def op_overrides(conn: Connection) -> dict[str, str]:
+    rows = conn.execute(sa.select(_o.org, _o.org_limit).order_by(_o.org))
+    return {r[0]: r[1] for r in rows}
+
+
 OPS: dict[str, Callable[..., Any]] = {
     **schema.OPS,
     "add_usage": op_add_usage,
     "read_usage": op_read_usage,
     "audit_events": op_audit_events,
     "list_all": op_list_all,
+    "find_by_digest": op_find_by_digest,
+    "set_override": op_set_override,
+    "clear_override": op_clear_override,
+    "overrides": op_overrides,
 }

@@ -53,8 +53,14 @@ __all__ = [
 #        rows of those keys (or of the org's keys) from day ``since`` on
 #   audit_events(org: str | None, key_id: str | None, since: datetime, limit: int)
 #        -> list[AuditEvent]                                    newest first
+#   set_override(org, limit: str, now) -> None    an org limit that replaces limits.org
+#   clear_override(org) -> bool                   whether there was one
+#   overrides() -> dict[str, str]                 org -> limit
 STORE_OPS = frozenset(
     {
+        "set_override",
+        "clear_override",
+        "overrides",
         "add_usage",
         "audit_events",
         "list_all",
@@ -117,6 +123,7 @@ class KeyRecord:
     plan: str | None = None
     rate_limit: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    allowed_ips: tuple[str, ...] = ()  # CIDRs; empty: any address
     restrictions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: freeze({}))
     metadata: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     created_by: str | None = None
@@ -128,6 +135,9 @@ class KeyRecord:
     # to find them, until the first successful use upgrades them to a digest.
     imported_hash: str | None = field(default=None, repr=False)
     lookup_prefix: str | None = None
+    # The org's limit override as the store had it when the key was looked up
+    # for a request (``find_by_digest``); not a column of the key.
+    org_limit: str | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         # The digest is not a secret, but it lets an offline guess be checked
@@ -139,6 +149,12 @@ class KeyRecord:
 
     def is_active(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def status(self, now: datetime) -> str:
+        """``active``, ``revoked`` or ``expired`` (revoked wins when both hold)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_active(now) else "expired"
 
     @property
     def slot(self) -> str | None:

@@ -30,6 +30,7 @@ class MemoryKeyStore:
         self._slots: dict[str, str] = {}  # user slot -> key id
         self.audit_log: deque[Any] = deque(maxlen=10_000)
         self._usage: dict[tuple[str, int, str, int], int] = {}
+        self._overrides: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(keys={len(self._by_id)})"
@@ -38,7 +39,8 @@ class MemoryKeyStore:
         if op not in STORE_OPS:
             raise ValueError(f"unknown store operation {op!r}")
         with self._lock:
-            return getattr(self, "_" + op)(*args)
+            # "_overrides" is the dict of them: its operation is "_overrides_".
+            return getattr(self, "_overrides_" if op == "overrides" else "_" + op)(*args)
 
     async def aexecute(self, op: str, *args: Any) -> Any:
         return self.execute(op, *args)
@@ -77,7 +79,20 @@ class MemoryKeyStore:
 
     def _find_by_digest(self, digest: str) -> KeyRecord | None:
         key_id = self._by_digest.get(digest)
-        return None if key_id is None else self._by_id[key_id]
+        if key_id is None:
+            return None
+        record = self._by_id[key_id]
+        override = self._overrides.get(record.org)
+        return record if override is None else record.replace(org_limit=override)
+
+    def _set_override(self, org: str, limit: str, now: datetime) -> None:
+        self._overrides[org] = limit
+
+    def _clear_override(self, org: str) -> bool:
+        return self._overrides.pop(org, None) is not None
+
+    def _overrides_(self) -> dict[str, str]:
+        return dict(sorted(self._overrides.items()))
 
     def _find_by_digests(self, digests: list[str]) -> list[KeyRecord]:
         ids = (self._by_digest.get(d) for d in digests)

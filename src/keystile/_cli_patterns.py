@@ -10,16 +10,14 @@ The checksum cannot be written as a regex; the leak endpoint
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from keystile.config import Config
+from keystile._cli_command import EXIT_OK, config_path, print_json
+from keystile.config import Config, load_config
 from keystile.keys import CHECKSUM_LENGTH, SCANNER_AFTER, SCANNER_BEFORE, KeyFormat
 
-__all__ = ["patterns", "register"]
-
-LoadConfig = Callable[[argparse.Namespace], Config]
+__all__ = ["add_commands", "patterns"]
 
 
 def patterns(config: Config) -> list[dict[str, Any]]:
@@ -66,22 +64,18 @@ def _text(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(
-    commands: argparse._SubParsersAction[Any],
-    parents: Sequence[argparse.ArgumentParser],
-    load_config: LoadConfig,
-) -> None:
-    """Add ``patterns`` to ``keystile keys``; ``load_config`` reads ``--config``."""
-
-    def run(args: argparse.Namespace, out: TextIO) -> int:
-        entries = patterns(load_config(args))
-        if args.json:
-            out.write(json.dumps(entries, indent=2) + "\n")
-        else:
-            out.write(_text(entries))
-        return 0
-
-    parser = commands.add_parser(
-        "patterns", parents=list(parents), help="each key type's regex for secret scanners"
+def add_commands(key_commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    """``patterns`` on the ``keystile keys`` subparsers."""
+    parser = key_commands.add_parser(
+        "patterns", parents=parents, help="each key type's regex for secret scanners"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=_patterns)
+
+
+def _patterns(args: argparse.Namespace, out: TextIO) -> int:
+    entries = patterns(load_config(config_path(args)))  # the config alone: no store, no pepper
+    if args.json:
+        print_json(out, entries)
+    else:
+        out.write(_text(entries))
+    return EXIT_OK

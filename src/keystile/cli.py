@@ -14,6 +14,7 @@ Usage::
     keystile keys rotate KEY_ID [--grace 24h] [--json]
     keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
                          [--scope S ...] [--org ORG] [--dry-run] [--json]
+    keystile keys patterns [--json]       each key type's regex for secret scanners
     keystile audit [--org ORG] [--key KEY_ID] [--days 7] [--limit 1000] [--json]
     keystile db init
     keystile check
@@ -76,7 +77,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from keystile import _cli_format as fmt
-from keystile import _cli_limits, _cli_usage
+from keystile import _cli_limits, _cli_patterns, _cli_usage
 from keystile.__about__ import __version__
 from keystile._cli_command import (
     EXIT_FAILED,
@@ -602,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("--org", help="the organization for rows that name none")
     importing.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     importing.set_defaults(func=_keys_import)
+
+    _cli_patterns.add_commands(key_commands, both)
 
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -41,6 +41,8 @@ from keystile.errors import ConfigError
 __all__ = [
     "ALPHABETS",
     "DISPLAY_PREFIX_LENGTH",
+    "SCANNER_AFTER",
+    "SCANNER_BEFORE",
     "Digester",
     "KeyFormat",
     "digest",
@@ -54,6 +56,13 @@ __all__ = [
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 ALPHABETS = {"base62": BASE62, "hex": "0123456789abcdef"}
+_CLASS = {"base62": "[0-9A-Za-z]", "hex": "[0-9a-f]"}
+# What may stand before and after a key in scanned text (GitHub's custom
+# patterns take them as "before secret" / "after secret"): anything that
+# cannot be part of a key, so one type's pattern never matches inside another
+# type's key. Config prefixes are drawn from [A-Za-z0-9_-].
+SCANNER_BEFORE = r"\A|[^0-9A-Za-z_-]"
+SCANNER_AFTER = r"\z|[^0-9A-Za-z_-]"
 CHECKSUM_LENGTH = 6
 DISPLAY_PREFIX_LENGTH = 14
 MIN_RANDOM_BITS = 128
@@ -103,10 +112,27 @@ class KeyFormat:
         return ALPHABETS[self.alphabet]
 
     @cached_property
+    def scanner_regex(self) -> str:
+        """The regular expression of this format, to register with a secret scanner.
+
+        Prefix, alphabet and length; a regex cannot check the checksum, which
+        the receiving end does (``matches``). Scanners should match it between
+        ``SCANNER_BEFORE`` and ``SCANNER_AFTER``: without those bounds, a
+        prefix such as ``sk_`` is found inside another type's ``live_sk_`` key.
+        """
+        body = _CLASS[self.alphabet]
+        prefix = re.escape(self.prefix)
+        if not self.checksum:
+            return f"{prefix}{body}{{{self.length}}}"
+        if body == _CLASS["base62"]:  # the checksum's own alphabet: one run
+            return f"{prefix}{body}{{{self.length + CHECKSUM_LENGTH}}}"
+        return f"{prefix}{body}{{{self.length}}}{_CLASS['base62']}{{{CHECKSUM_LENGTH}}}"
+
+    @cached_property
     def _pattern(self) -> re.Pattern[str]:
-        body = "[0-9A-Za-z]" if self.alphabet == "base62" else "[0-9a-f]"
-        tail = f"[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}" if self.checksum else ""
-        return re.compile(f"{re.escape(self.prefix)}{body}{{{self.length}}}{tail}")
+        # The scanners' regex is the one checked here: what GitHub reports is
+        # exactly what this accepts (before the checksum).
+        return re.compile(self.scanner_regex)
 
     @property
     def secret_length(self) -> int:

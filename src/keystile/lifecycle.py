@@ -508,6 +508,16 @@ class KeyManager:
         self._ks.emit("key.revoked", record)
         return record
 
+    def _revoke_many(self, key_ids: Sequence[str], reason: str) -> Flow[KeyList[KeyRecord]]:
+        """Revoke many keys in one store call (a leak report's batch); as ``_revoke`` each."""
+        records: KeyList[KeyRecord] = yield StoreCall(
+            "revoke_many", (list(key_ids), self._ks.now())
+        )
+        for record in records:
+            self._ks.forget(record)
+            self._ks.emit("key.revoked", record, reason=reason)
+        return records
+
     def _revoke_user(self, org: str, user: str) -> Flow[KeyList[str]]:
         check_ident(org, "org")
         check_ident(user, "user")

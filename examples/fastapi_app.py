@@ -10,12 +10,12 @@ from fastapi import Depends, FastAPI
 
 from keystile import Principal
 from keystile.asgi import KeystileMiddleware
-from keystile.fastapi import install_error_handler, require_scopes
+from keystile.fastapi import install_error_handler, require_scopes, with_public_docs
 
 CONFIG = os.environ.get("KEYSTILE_CONFIG", str(Path(__file__).with_name("keystile.yaml")))
 
 app = FastAPI(title="keystile example")
-app.add_middleware(KeystileMiddleware, config=CONFIG)
+app.add_middleware(KeystileMiddleware, config=with_public_docs(app, CONFIG))  # /docs stays open
 install_error_handler(app)
 
 

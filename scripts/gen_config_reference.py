@@ -77,7 +77,9 @@ SECTIONS: tuple[Section, ...] = (
                 "credentials",
                 "Where a key is read from, in order: `bearer` "
                 "(`Authorization: Bearer`), `x-api-key`, `query:NAME` (off by default: "
-                "query strings end up in logs).",
+                "query strings end up in logs), `scheme:NAME` (`Authorization: NAME KEY`, "
+                "read as Bearer is, for clients of another library such as "
+                "djangorestframework-api-key's `scheme:Api-Key`).",
             ),
             _d(
                 "cache.ttl",
@@ -170,7 +172,13 @@ SECTIONS: tuple[Section, ...] = (
                 "Storage down: `closed` answers 503; `open` lets the "
                 "request through without rate-limit headers, and logs.",
             ),
-            _d("timeout", "timeout", "A limiter call over this counts as the storage being down."),
+            _d(
+                "timeout",
+                "timeout",
+                "How long a limiter call waits for the storage to answer (a connect, "
+                "a reply) before the storage counts as down. Waiting for a free "
+                "connection or for the process's own threads or event loop is not counted.",
+            ),
         ),
     ),
     Section(

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+# The three-node Redis Cluster fixture, shared by every module that needs one.
+from tests.redis_cluster import cluster  # noqa: F401
 from tests.tcp_proxy import TcpProxy
 
 REQUIRE_SERVICES = os.environ.get("KEYSTILE_REQUIRE_SERVICES") == "1"

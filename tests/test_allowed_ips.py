@@ -181,3 +181,31 @@ def test_a_store_made_before_allowlists_gains_the_column_in_place(
     finally:
         engine.dispose()
     assert versions == 3
+
+
+# -- over the management API: allowedIps ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_the_management_api_sets_shows_and_clears_allowed_ips(kind: str) -> None:
+    from tests.test_management import CONFIG, Api, assert_error
+
+    with Keystile(CONFIG, pepper=PEPPER) as engine:
+        api = Api(kind, engine)
+        made = api.create(allowedIps=["203.0.113.0/24", "2001:db8::1"])
+        assert made["allowedIps"] == ["203.0.113.0/24", "2001:db8::1/128"]
+        assert engine.keys.get(made["id"]).allowed_ips == ("203.0.113.0/24", "2001:db8::1/128")
+        patched = api("PATCH", query=f"id={made['id']}", json={"allowedIps": ["198.51.100.0/24"]})
+        assert patched.status == 200 and patched.data["allowedIps"] == ["198.51.100.0/24"]
+        got = api("GET", query=f"id={made['id']}")
+        assert got.data["allowedIps"] == ["198.51.100.0/24"]
+        for bad in (["10.0.0.7/8"], "203.0.113.0/24", [f"10.0.{i}.0/24" for i in range(101)]):
+            refused = api("PATCH", query=f"id={made['id']}", json={"allowedIps": bad})
+            assert_error(refused, 400, "BAD_REQUEST", "allowedIps")
+            assert engine.keys.get(made["id"]).allowed_ips == ("198.51.100.0/24",)
+        refused = api("POST", json={"name": "bad", "allowedIps": ["nope"]})
+        assert_error(refused, 400, "BAD_REQUEST", "allowedIps")
+        assert "nope" in refused.body["error"]
+        assert [k["id"] for k in api("GET").data] == [made["id"]]  # nothing was created
+        cleared = api("PATCH", query=f"id={made['id']}", json={"allowedIps": []})
+        assert cleared.data["allowedIps"] == []

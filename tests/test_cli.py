@@ -120,6 +120,7 @@ def test_key_round_trip_create_list_rotate_update_revoke(workdir: Path) -> None:
     assert header.split() == [
         "ID",
         "NAME",
+        "STATUS",
         "PREFIX",
         "ORG",
         "KIND",
@@ -127,6 +128,8 @@ def test_key_round_trip_create_list_rotate_update_revoke(workdir: Path) -> None:
         "EXPIRES",
         "LAST",
         "USED",
+        "ROTATED",
+        "FROM",
     ]
     assert row.startswith(created["id"]) and "CI upload" in row and created["prefix"] in row
     assert header.index("NAME") == row.index("CI upload")  # aligned columns

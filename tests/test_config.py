@@ -263,6 +263,24 @@ BAD_CONFIGS = [
     pytest.param("credentials: [bearer, cookie]\n", 1, "'cookie'", id="unknown-credential"),
     pytest.param("credentials:\n  - bearer\n  - 'query:'\n", 3, "query:NAME", id="query-no-name"),
     pytest.param("credentials: []\n", 1, "at least one", id="no-credentials"),
+    pytest.param(
+        "credentials:\n  - bearer\n  - 'scheme:'\n", 3, "scheme:NAME", id="scheme-no-name"
+    ),
+    pytest.param(
+        "credentials:\n  - bearer\n  - 'scheme:Api Key'\n",
+        3,
+        "not an Authorization scheme",
+        id="scheme-with-a-space",
+    ),
+    pytest.param(
+        "credentials: [x-api-key, 'scheme:Api-Key,Token']\n",
+        1,
+        "not an Authorization scheme",
+        id="scheme-with-a-comma",
+    ),
+    pytest.param(
+        "credentials: [x-api-key, 'scheme:BEARER']\n", 1, "write bearer", id="scheme-bearer"
+    ),
     pytest.param("credentials: bearer\n", 1, "must be a list", id="credentials-not-list"),
     pytest.param("cache:\n  size: big\n", 2, "cache.size: must be a whole number", id="size-type"),
     pytest.param("cache:\n  size: true\n", 2, "cache.size", id="size-bool"),
@@ -476,6 +494,11 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid YAML") as caught:
         load_config(write(tmp_path, "store: !!python/object/apply:os.system ['true']\n"))
     assert caught.value.line == 1
+
+
+def test_an_authorization_scheme_is_a_credential_source() -> None:
+    config = load_config({"credentials": ["bearer", "scheme:Api-Key", "scheme:Token"]})
+    assert config.credentials == ("bearer", "scheme:Api-Key", "scheme:Token")
 
 
 def test_lists_drop_duplicates_and_methods_are_upper_cased() -> None:

@@ -569,7 +569,7 @@ def _lifecycle(site: Site, engine: Keystile) -> None:
 def test_the_secret_is_not_in_the_repr_of_the_page_that_shows_it(ks: Keystile) -> None:
     from keystile.dashboard._answers import Page, PageRequest
     from keystile.dashboard._core import Dashboard, run_sync
-    from keystile.management._core import Authenticate, ReadBody
+    from keystile.management._effects import Authenticate, ReadBody
 
     dashboard = Dashboard(ks)
     token = dashboard.csrf.issue("u_9", "acme", now=ks.now().timestamp())
@@ -582,7 +582,7 @@ def test_the_secret_is_not_in_the_repr_of_the_page_that_shows_it(ks: Keystile) -
         assert isinstance(effect, ReadBody)
         return body.encode()
 
-    page = run_sync(dashboard.handle(request), ks.keys, answer)
+    page = run_sync(dashboard.handle(request), ks, answer)
     assert isinstance(page, Page) and page.status == 201
     secret = str(page.context["secret"])
     assert ks.digest(secret) == ks.keys.list("acme")[0].digest

@@ -7,7 +7,9 @@ Conventions in ``docs/**/*.md`` (the first line of a fenced block):
   is exercised with a test client (``QUICKSTARTS`` says which);
 - ```` ```yaml ```` starting ``# test: file NAME``: written to ``NAME`` in that
   directory first;
-- ```` ```yaml ```` starting ``# test: config``: must pass ``load_config``.
+- ```` ```yaml ```` starting ``# test: config``: must pass ``load_config``;
+- ```` ```python ```` starting ``# test: run``: executed as it stands in that
+  directory (a guide's script: it asserts what it shows).
 
 mkdocs itself is not needed here; CI builds the site with ``mkdocs build
 --strict`` separately.
@@ -253,6 +255,35 @@ def test_quickstart_snippet_runs_in_its_own_interpreter(
         return replies[path + (" key" if key else "")]
 
     _check(send, secret)
+
+
+def test_the_fastapi_quickstart_keeps_its_docs_public_and_documents_scopes(
+    quickstart_dir: tuple[Path, str],
+) -> None:
+    from starlette.testclient import TestClient
+
+    block = _by_mark("quickstart-")["fastapi"]
+    namespace: dict[str, Any] = {"__name__": "docs_quickstart_fastapi_docs"}
+    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
+    with TestClient(namespace["app"]) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 200, path  # under the config's default: deny
+        operation = client.get("/openapi.json").json()["paths"]["/api/v1/events"]["get"]
+    assert {"BearerKey": ["events:read"]} in operation["security"]
+    assert {"401", "403", "429"} <= set(operation["responses"])
+
+
+RUNS = [b for b in BLOCKS if b.mark == "run"]
+
+
+def test_guides_have_runnable_scripts() -> None:
+    assert RUNS and all(b.language == "python" for b in RUNS)
+
+
+@pytest.mark.parametrize("block", RUNS, ids=lambda b: f"{b.page}:{b.line}")
+def test_guide_script_runs(block: Block, quickstart_dir: tuple[Path, str]) -> None:
+    namespace: dict[str, Any] = {"__name__": "docs_guide_script"}
+    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
 
 
 # -- the dashboard's quickstarts ----------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_fastapi_dependency_declares_the_security_schemes(keys: dict[str, str]) 
     assert schemes["ApiKeyHeader"]["in"] == "header"
     assert schemes["ApiKeyHeader"]["name"] == "x-api-key"
     operation = schema["paths"]["/api/v1/events"]["get"]
-    assert {"BearerKey": []} in operation["security"]
+    assert {"BearerKey": ["events:read"]} in operation["security"]  # with the scopes it needs
 
 
 def test_fastapi_dependency_refuses_a_missing_scope_in_code(keys: dict[str, str]) -> None:

@@ -1,24 +1,19 @@
 """The Redis-family limiter: outages, timeouts, one round trip, Cluster, URIs.
 
 Outages are real: the limiter talks to Redis through a loopback TCP proxy
-(tests/tcp_proxy.py) that the test cuts or stalls. The Cluster tests start
-three ``redis-server`` nodes of their own and shut them down after.
+(tests/tcp_proxy.py) that the test cuts or stalls. The Cluster tests run on
+three ``redis-server`` nodes of the tests' own (tests/redis_cluster.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -136,7 +131,7 @@ def test_four_limits_cost_one_command(kind: str, strategy: str, redis_url: str) 
             client = limiter._client()
         else:
             assert door._loop is not None
-            client = door._loop.run_until_complete(limiter._loops.get())
+            client = door._loop.run_until_complete(limiter._loops.get()).client
         seen: list[tuple[Any, ...]] = []
         _count_commands(client, seen)
         reply = door(*post, key=secret)
@@ -152,7 +147,7 @@ def redis_url() -> Iterator[str]:
 @pytest.mark.redis
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_room_frees_up_when_the_window_passes(strategy: str, redis_url: str) -> None:
-    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy=strategy, timeout=2))
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy=strategy))
     specs = (LimitSpec(parse_limits("3/second")[0], "key:aging", "key"),)
     try:
         assert [limiter.hit_all(LimitCall(specs)).admitted for _ in range(4)] == [
@@ -201,7 +196,7 @@ def test_the_sliding_counter_names_no_later_reset_on_the_millisecond_its_window_
 
 @pytest.mark.redis
 def test_the_moving_window_drops_hits_that_left_it_and_counts_the_rest(redis_url: str) -> None:
-    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window", timeout=2))
+    limiter = RedisLimiter(LimiterConfig(storage=redis_url, strategy="moving-window"))
     call = LimitCall((LimitSpec(parse_limits("3 per 2 seconds")[0], "key:moving", "key"),))
     (key,), _ = limiter.keys_and_args(call)
     try:
@@ -220,104 +215,6 @@ def test_the_moving_window_drops_hits_that_left_it_and_counts_the_rest(redis_url
 # -- Redis Cluster: three nodes of our own -------------------------------------------------
 
 
-def _free_port() -> int:
-    """A free port P whose cluster bus port P + 10000 is free too (so P <= 55535)."""
-    for _ in range(200):
-        port = random.randrange(20000, 45000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.fail("redis-server and redis-cli are needed for the Redis Cluster tests")
-    workdir: Path = tmp_path_factory.mktemp("cluster")
-    ports = [_free_port() for _ in range(3)]
-    for port in ports:
-        subprocess.run(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{port}.conf",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "yes",
-                "--dir",
-                str(workdir),
-                "--logfile",
-                f"redis-{port}.log",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
-    try:
-        for port in ports:
-            _wait_for(lambda p=port: _node_answers(p, "PING") is True)
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for port in ports:
-            _wait_for(lambda p=port: b"cluster_state:ok" in _node_answers(p, "CLUSTER", "INFO"))
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
-    finally:
-        for port in ports:
-            subprocess.run(
-                ["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                capture_output=True,
-                timeout=10,
-            )
-
-
-def _node_answers(port: int, *command: str) -> Any:
-    import redis
-
-    client: Any = redis.Redis(port=port)
-    with client:
-        return client.execute_command(*command)
-
-
-def _wait_for(ready: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if ready():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError("the cluster did not come up")
-        time.sleep(0.05)
-
-
 @pytest.mark.redis
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_cluster_admits_exactly_the_limit_from_threads_and_tasks(
@@ -325,7 +222,7 @@ def test_cluster_admits_exactly_the_limit_from_threads_and_tasks(
 ) -> None:
     storage = f"{cluster}?key_prefix=exact-{time.time_ns()}"
     limits = {"key": "5/minute", "org": "50/minute"}  # two limits, one slot
-    ks = make_ks(storage, limits, limiter={"strategy": strategy, "timeout": "5s"})
+    ks = make_ks(storage, limits, limiter={"strategy": strategy})
     with ks, Door("wsgi", ks) as door:
         hot = ks.keys.create(name="threads", org="acme").secret
         gate = threading.Barrier(100)
@@ -402,6 +299,12 @@ def test_cluster_refusal_spends_nothing_and_orgs_spread_over_slots(cluster: str)
             "redis://h:1/0?ssl_cert_reqs=none",
             id="prefix-removed",
         ),
+        pytest.param(
+            "redis://h:1/0?max_connections=7&ssl_cert_reqs=none",
+            "single",
+            "redis://h:1/0?ssl_cert_reqs=none",
+            id="max-connections-removed",
+        ),
         pytest.param("redis+cluster://a:1,b:2", "cluster", (("a", 1), ("b", 2)), id="cluster"),
         pytest.param("valkey+cluster://a:1", "cluster", (("a", 1),), id="valkey-cluster"),
         pytest.param(
@@ -417,6 +320,7 @@ def test_storage_uris_parse_as_limits_reads_them(uri: str, kind: str, where: Any
     assert target.kind == kind
     assert (target.url if kind == "single" else target.locations) == where
     assert target.key_prefix == ("app1" if "key_prefix" in uri else "keystile")
+    assert target.connections == (7 if "max_connections" in uri else 50)
     if kind == "sentinel":
         assert (target.service, target.username, target.password) == ("mymaster", "u", "pw")
     assert "pw" not in repr(target)
@@ -428,6 +332,8 @@ def test_storage_uris_parse_as_limits_reads_them(uri: str, kind: str, where: Any
         pytest.param("redis+sentinel://s1:26379", id="sentinel-without-service"),
         pytest.param("redis+cluster://a,b:2", id="cluster-host-without-port"),
         pytest.param("memcached://h:11211", id="not-redis"),
+        pytest.param("redis://h:1?max_connections=0", id="no-connections"),
+        pytest.param("redis+cluster://a:1?max_connections=many", id="connections-not-a-number"),
     ],
 )
 def test_bad_redis_uris_are_config_errors(uri: str) -> None:

@@ -28,7 +28,10 @@ from tests.tcp_proxy import TcpProxy
 
 PREFIX = "/api/v1/keys"
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-LISTED = {"id", "name", "keyPrefix", "scopes", "rateLimit", "lastUsedAt", "expiresAt", "createdAt"}
+LISTED = {
+    *("id", "name", "keyPrefix", "scopes", "rateLimit", "lastUsedAt", "expiresAt", "createdAt"),
+    *("type", "kind", "owner", "last4", "allowedIps", "requests30d"),
+}
 CONFIG: dict[str, Any] = {
     "store": "memory://",
     "scopes": {

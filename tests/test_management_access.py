@@ -3,8 +3,9 @@
 Two guards, on both doors: a POST or PATCH must declare its body as JSON
 (a form or ``text/plain`` body, or none, is how a cross-site page writes
 without a CORS preflight), and a member who is not an admin may act only on
-the keys they created or own. Every refusal is checked against the engine
-too: a refused request must change nothing.
+the keys they created or own (rename, re-scope, revoke and rotate alike).
+Every refusal is checked against the engine too: a refused request must
+change nothing.
 """
 
 from __future__ import annotations
@@ -114,11 +115,20 @@ CHANGES = [
     pytest.param("PATCH", {"name": "mine now"}, id="rename"),
     pytest.param("PATCH", {"scopes": ["results"]}, id="re-scope"),
     pytest.param("DELETE", None, id="revoke"),
+    # A rotation ends the old key (at once, with no grace period): a change.
+    pytest.param("POST /rotate", {}, id="rotate"),
 ]
 
 
 def act(api: Api, method: str, body: Any, key_id: str, session: str) -> Any:
-    return api(method, session=session, query=f"id={key_id}", json=body)
+    """``method`` is a method, or a method and the endpoint under the prefix it goes to."""
+    method, _, endpoint = method.partition(" ")
+    path = api.prefix + endpoint
+    return api(method, path=path, session=session, query=f"id={key_id}", json=body)
+
+
+def succeeded(method: str) -> int:
+    return 201 if method.startswith("POST") else 200  # a rotation makes a key
 
 
 @pytest.mark.parametrize(("method", "body"), CHANGES)
@@ -155,7 +165,7 @@ def test_a_member_may_change_a_key_they_created(
 ) -> None:
     key = api.create(session=MEMBER, scopes=["events:read"], kind=kind)
     answer = act(api, method, body, key["id"], MEMBER)
-    assert answer.status == 200, answer.body
+    assert answer.status == succeeded(method), answer.body
     assert state(api.ks, key["id"]) != (key["name"], ("events:read",), True)
 
 
@@ -167,7 +177,7 @@ def test_a_member_may_change_a_user_key_they_own_that_an_admin_made(
         name="given", scopes=["events:read"], org="acme", user="u_1", created_by="u_9"
     )
     answer = act(api, method, body, made.record.id, MEMBER)
-    assert answer.status == 200, answer.body
+    assert answer.status == succeeded(method), answer.body
     assert state(api.ks, made.record.id) != ("given", ("events:read",), True)
 
 
@@ -176,7 +186,7 @@ def test_a_member_may_change_a_user_key_they_own_that_an_admin_made(
 def test_an_admin_may_change_any_members_key(api: Api, method: str, body: Any, maker: str) -> None:
     key = api.create(session=maker, scopes=["events:read"], kind="user")
     answer = act(api, method, body, key["id"], ADMIN)
-    assert answer.status == 200, answer.body
+    assert answer.status == succeeded(method), answer.body
     assert state(api.ks, key["id"]) != (key["name"], ("events:read",), True)
 
 

@@ -44,6 +44,14 @@ def query_engine() -> Iterator[Keystile]:
     ks.close()
 
 
+@pytest.fixture(scope="module")
+def scheme_engine() -> Iterator[Keystile]:
+    config = {**CONFIG, "credentials": ["bearer", "x-api-key", "scheme:Api-Key"]}
+    ks = Keystile(config, pepper=PEPPER)
+    yield ks
+    ks.close()
+
+
 @pytest.fixture(params=DOORS)
 def door(request: pytest.FixtureRequest, engine: Keystile) -> Iterator[Door]:
     with Door(request.param, engine) as door:
@@ -195,3 +203,44 @@ def test_credential_size_limit_is_512_bytes_per_value(
             assert code(reply) == expected, kind
             error = "invalid_token" if expected == "UNAUTHORIZED" else "invalid_request"
             assert f'error="{error}"' in (reply.header("www-authenticate") or "")
+
+
+# `credentials: [..., "scheme:Api-Key"]` reads `Authorization: Api-Key KEY`
+# (how djangorestframework-api-key's clients send their keys) with Bearer's
+# checks; an engine that does not list it answers as it does for Basic.
+@pytest.mark.parametrize(
+    ("value", "listed", "unlisted"),
+    [
+        pytest.param("Api-Key {k}", "OK", "UNAUTHORIZED", id="api-key"),
+        pytest.param("api-key {k}", "OK", "UNAUTHORIZED", id="scheme-any-case"),
+        pytest.param("API-KEY  {k}", "OK", "UNAUTHORIZED", id="two-spaces"),
+        pytest.param("Bearer {k}", "OK", "OK", id="bearer-still-read"),
+        pytest.param("Api-Key", "BAD_REQUEST", "UNAUTHORIZED", id="no-token"),
+        pytest.param("Api-Key {k} {k}", "BAD_REQUEST", "UNAUTHORIZED", id="two-tokens"),
+        pytest.param("Api-Key {k},{k}", "BAD_REQUEST", "BAD_REQUEST", id="comma"),
+        pytest.param("Api-Key sk_nope", "UNAUTHORIZED", "UNAUTHORIZED", id="unknown-key"),
+        pytest.param("Token {k}", "UNAUTHORIZED", "UNAUTHORIZED", id="another-scheme"),
+    ],
+)
+@pytest.mark.parametrize("kind", DOORS)
+def test_a_listed_authorization_scheme_carries_the_key(
+    scheme_engine: Keystile, engine: Keystile, kind: str, value: str, listed: str, unlisted: str
+) -> None:
+    for ks, expected in ((scheme_engine, listed), (engine, unlisted)):
+        secret = ks.keys.create(name="scheme", scopes=["events:read"], org="acme").secret
+        with Door(kind, ks) as door:
+            reply = door("GET", "/api/v1/events", [("Authorization", value.format(k=secret))])
+        assert code(reply) == expected, reply.body
+        assert secret not in reply.body.decode()
+        if expected == "BAD_REQUEST":
+            assert 'error="invalid_request"' in (reply.header("www-authenticate") or "")
+
+
+@pytest.mark.parametrize("kind", DOORS)
+def test_a_scheme_credential_beside_an_x_api_key_is_two_credentials(
+    scheme_engine: Keystile, kind: str
+) -> None:
+    secret = scheme_engine.keys.create(name="two", scopes=["events:read"], org="acme").secret
+    headers = [("Authorization", f"Api-Key {secret}"), ("x-api-key", secret)]
+    with Door(kind, scheme_engine) as door:
+        assert code(door("GET", "/api/v1/events", headers)) == "BAD_REQUEST"

@@ -1,4 +1,6 @@
-"""Reading the credential: Bearer, x-api-key, query:NAME and embed tokens (with property tests)."""
+"""Reading the credential: Bearer, x-api-key, query:NAME, scheme:NAME and embed tokens.
+
+With property tests for the parsers and the fast path."""
 
 from __future__ import annotations
 
@@ -54,7 +56,9 @@ def _outcome(fn: object, *args: object) -> object:
 _bearer_values = st.one_of(
     st.builds(
         lambda scheme, sep, token: scheme + sep + token,
-        st.sampled_from(["Bearer", "bearer", "BEARER", "bEaReR", "Basic", "Bearerx", ""]),
+        st.sampled_from(
+            ["Bearer", "bearer", "BEARER", "bEaReR", "Basic", "Bearerx", "", "Api-Key", "api-KEY"]
+        ),
         st.sampled_from([" ", "  ", "\t", ""]),
         st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=520),
     ),
@@ -73,6 +77,9 @@ _source_sets = st.sampled_from(
         ("bearer",),
         ("x-api-key",),
         ("bearer", "x-api-key", "query:api_key"),
+        ("bearer", "x-api-key", "scheme:Api-Key"),
+        ("x-api-key", "scheme:Api-Key"),
+        ("scheme:Api-Key", "scheme:Token"),
     ]
 )
 
@@ -249,6 +256,103 @@ def test_each_credential_trick_has_its_stated_result(
         # The one-regex fast path and the general reader agree, message included.
         v = view(headers)
         assert _outcome(read_credential, v, sources) == _outcome(_read_any, v, sources, False)
+
+
+WITH_SCHEME = ("bearer", "x-api-key", "scheme:Api-Key")
+SCHEME_ONLY = ("scheme:Api-Key",)
+API_KEY = "scheme:Api-Key"
+
+
+# Each trick with what comes back when `credentials` lists the scheme beside
+# the defaults, alone, and not at all (the defaults): the scheme is read as
+# Bearer is, and an unlisted scheme is no key (401), as Basic is. Whenever
+# Authorization is read at all, its value as sent is checked first (size,
+# control characters, comma), whatever its scheme.
+@pytest.mark.parametrize(
+    ("headers", "with_scheme", "scheme_only", "unlisted"),
+    [
+        pytest.param(
+            {"authorization": ["Api-Key pfx.secret"]},
+            (API_KEY, "pfx.secret"),
+            (API_KEY, "pfx.secret"),
+            NONE,
+            id="api-key",
+        ),
+        pytest.param(
+            {"authorization": ["api-key pfx.secret"]},
+            (API_KEY, "pfx.secret"),
+            (API_KEY, "pfx.secret"),
+            NONE,
+            id="scheme-lower-case",
+        ),
+        pytest.param(
+            {"authorization": ["API-KEY  pfx.secret "]},
+            (API_KEY, "pfx.secret"),
+            (API_KEY, "pfx.secret"),
+            NONE,
+            id="scheme-upper-case-padded",
+        ),
+        pytest.param(
+            {"authorization": ["Bearer sk_a"]},
+            ("bearer", "sk_a"),
+            NONE,
+            ("bearer", "sk_a"),
+            id="bearer-beside-the-scheme",
+        ),
+        pytest.param({"authorization": ["Api-Key"]}, REFUSED, REFUSED, NONE, id="no-token"),
+        pytest.param({"authorization": ["Api-Key "]}, REFUSED, REFUSED, NONE, id="blank-token"),
+        pytest.param({"authorization": ["Api-Key a b"]}, REFUSED, REFUSED, NONE, id="two-tokens"),
+        pytest.param({"authorization": ["Api-Key a,b"]}, REFUSED, REFUSED, REFUSED, id="comma"),
+        pytest.param({"authorization": ["Api-Key\ta"]}, REFUSED, REFUSED, REFUSED, id="tab"),
+        pytest.param(
+            {"authorization": ["Api-Key " + "a" * 504]},
+            (API_KEY, "a" * 504),
+            (API_KEY, "a" * 504),
+            NONE,
+            id="512-bytes",
+        ),
+        pytest.param(
+            {"authorization": ["Api-Key " + "a" * 505]}, REFUSED, REFUSED, REFUSED, id="513-bytes"
+        ),
+        pytest.param(
+            {"authorization": ["Api-Key a", "Api-Key b"]}, REFUSED, REFUSED, REFUSED, id="twice"
+        ),
+        pytest.param({"authorization": ["Api-Keyx a"]}, NONE, NONE, NONE, id="longer-scheme-name"),
+        pytest.param({"authorization": ["Basic eA=="]}, NONE, NONE, NONE, id="basic"),
+        pytest.param(
+            {"authorization": ["Api-Key a"], "x-api-key": ["b"]},
+            REFUSED,
+            (API_KEY, "a"),
+            ("x-api-key", "b"),
+            id="and-an-x-api-key",
+        ),
+    ],
+)
+def test_a_listed_authorization_scheme_is_read_as_bearer_is(
+    headers: dict[str, list[str]], with_scheme: object, scheme_only: object, unlisted: object
+) -> None:
+    expected = {WITH_SCHEME: with_scheme, SCHEME_ONLY: scheme_only, SOURCES: unlisted}
+    for sources, result in expected.items():
+        assert _result(headers, sources) == result, sources
+        v = view(headers)
+        assert _outcome(read_credential, v, sources) == _outcome(_read_any, v, sources, False)
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        pytest.param(("x-api-key", "scheme:Api-Key"), id="scheme-and-x-api-key"),
+        pytest.param(("scheme:Api-Key", "x-api-key"), id="x-api-key-and-scheme"),
+        pytest.param(("bearer", "x-api-key", "scheme:Api-Key"), id="all-three"),
+    ],
+)
+def test_a_scheme_credential_beside_an_x_api_key_is_two_credentials(
+    sources: tuple[str, ...],
+) -> None:
+    # Without Bearer listed, the fast path must still look at Authorization.
+    v = view({"authorization": ["Api-Key pfx.secret"], "x-api-key": ["sk_b"]})
+    with pytest.raises(BadCredential, match="one credential"):
+        read_credential(v, sources)
 
 
 _plain_token = st.text(

@@ -9,17 +9,31 @@ are never printed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from keystile._redact import redact_url
+from keystile.audit import AuditEvent
 from keystile.config import Config, RouteConfig
 from keystile.routes import RouteMatch
 from keystile.sansio import normalize_path
 from keystile.stores.base import KeyRecord
+from keystile.usage import UsageDay, is_stale
 
-__all__ = ["explain", "iso", "key_json", "key_table", "safe_url"]
+__all__ = [
+    "audit_json",
+    "audit_table",
+    "explain",
+    "iso",
+    "key_json",
+    "key_status",
+    "key_table",
+    "safe_url",
+    "table",
+    "usage_table",
+]
 
 
 def iso(when: datetime | None) -> str | None:
@@ -31,8 +45,15 @@ def iso(when: datetime | None) -> str | None:
     return when.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def key_json(record: KeyRecord, secret: str | None = None) -> dict[str, Any]:
-    """A key as a JSON object: every public field, the secret only when given."""
+def key_json(
+    record: KeyRecord, secret: str | None = None, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """A key as a JSON object: every public field, the secret only when given.
+
+    ``status`` is ``active``, ``revoked`` or ``expired`` at ``now`` (default:
+    the current time); ``stale`` marks an active key unused for 90 days.
+    """
+    now = now or datetime.now(timezone.utc)
     data: dict[str, Any] = {"id": record.id}
     if secret is not None:
         data["secret"] = secret
@@ -56,6 +77,8 @@ def key_json(record: KeyRecord, secret: str | None = None) -> dict[str, Any]:
         last_used_at=iso(record.last_used_at),
         revoked_at=iso(record.revoked_at),
         rotated_from=record.rotated_from,
+        status=record.status(now),
+        stale=is_stale(record, now),
     )
     return data
 
@@ -71,28 +94,120 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-_COLUMNS = ("ID", "NAME", "PREFIX", "ORG", "KIND", "SCOPES", "EXPIRES", "LAST USED")
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Container[int] = ()
+) -> str:
+    """Aligned columns two spaces apart; the columns in ``right`` (numbers) align right.
 
-
-def key_table(records: Sequence[KeyRecord]) -> str:
-    """The aligned table of ``keys list`` (never a secret: only the display prefix)."""
-    rows = [_COLUMNS] + [
-        (
-            r.id,
-            r.name,
-            r.prefix,
-            r.org,
-            r.kind if r.type == "secret" else f"{r.kind}/{r.type}",
-            ",".join(r.scopes) or "-",
-            iso(r.expires_at) or "never",
-            iso(r.last_used_at) or "never",
-        )
-        for r in records
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    Control characters in a cell print as ``?``: a name or reason read from
+    the store must not move the cursor or recolour the terminal.
+    """
+    grid = [list(header)] + [[_CONTROL.sub("?", cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in grid
+    )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEY_COLUMNS = (
+    "ID", "NAME", "STATUS", "PREFIX", "ORG", "KIND", "SCOPES", "EXPIRES", "LAST USED",
+    "ROTATED FROM",
+)  # fmt: skip
+
+
+def key_status(record: KeyRecord, now: datetime) -> str:
+    """The STATUS cell: ``active``, ``stale`` (active, unused 90 days), ``revoked``, ``expired``."""
+    return "stale" if is_stale(record, now) else record.status(now)
+
+
+def key_table(records: Sequence[KeyRecord], now: datetime) -> str:
+    """The aligned table of ``keys list`` (never a secret: only the display prefix)."""
+    return table(
+        _KEY_COLUMNS,
+        (
+            (
+                r.id,
+                r.name,
+                key_status(r, now),
+                r.prefix,
+                r.org,
+                r.kind if r.type == "secret" else f"{r.kind}/{r.type}",
+                ",".join(r.scopes) or "-",
+                iso(r.expires_at) or "never",
+                iso(r.last_used_at) or "never",
+                r.rotated_from or "-",
+            )
+            for r in records
+        ),
+    )
+
+
+# -- usage and the audit trail -----------------------------------------------------
+
+_USAGE_COLUMNS = ("DATE", "TOTAL", "2XX", "3XX", "4XX", "429", "5XX")
+
+
+def _by_class(by_status: Mapping[int, int]) -> list[int]:
+    """Counts per status class; 4XX leaves 429 to its own column, so a row adds up to TOTAL."""
+    counts = dict.fromkeys(_USAGE_COLUMNS[2:], 0)
+    for status, n in by_status.items():
+        name = "429" if status == 429 else f"{status // 100}XX"
+        if name in counts:  # a final status is 200 to 599; anything else has no column
+            counts[name] += n
+    return list(counts.values())
+
+
+def usage_table(days: Sequence[UsageDay]) -> str:
+    """One row a UTC day, oldest first, then a ``total`` row and the totals by route."""
+    counts = [[day.total, *_by_class(day.by_status)] for day in days]
+    totals = [sum(column) for column in zip(*counts, strict=True)]
+    labels = [day.date.isoformat() for day in days] + ["total"]
+    text = table(
+        _USAGE_COLUMNS,
+        [[label, *map(str, row)] for label, row in zip(labels, [*counts, totals], strict=True)],
+        right=range(1, len(_USAGE_COLUMNS)),
+    )
+    routes: dict[str, int] = {}
+    for day in days:
+        for route, n in day.by_route.items():
+            routes[route] = routes.get(route, 0) + n
+    if routes:
+        ranked = sorted(routes.items(), key=lambda item: (-item[1], item[0]))
+        text += "\n\n" + table(("ROUTE", "TOTAL"), ((r, str(n)) for r, n in ranked), right=(1,))
+    return text
+
+
+_AUDIT_COLUMNS = ("TIME", "EVENT", "KEY", "ORG", "STATUS", "CLIENT", "REASON")
+
+
+def audit_json(event: AuditEvent) -> dict[str, Any]:
+    """An event as ``audit --json`` prints it: the webhook's fields, times to the second."""
+    data = event.as_dict()
+    data["time"] = iso(event.time)
+    return data
+
+
+def audit_table(events: Sequence[AuditEvent]) -> str:
+    """The audit trail as ``keystile audit`` prints it, newest first; never a secret."""
+    return table(
+        _AUDIT_COLUMNS,
+        (
+            (
+                iso(e.time) or "-",
+                e.event,
+                e.key_id or "-",
+                e.org or "-",
+                str(e.status) if e.status is not None else "-",
+                e.client or "-",
+                e.reason or "-",
+            )
+            for e in events
+        ),
     )
 
 

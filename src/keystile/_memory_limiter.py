@@ -155,6 +155,12 @@ class MemoryLimiter:
                 del buckets[spec.counter]
                 self._expires.pop(spec.counter, None)
 
+    def warm_up(self) -> None:
+        pass  # nothing to connect to
+
+    async def awarm_up(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

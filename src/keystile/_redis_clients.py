@@ -10,15 +10,19 @@ two unchanged:
 - the same with ``valkey`` in place of ``redis``: Valkey speaks the Redis
   protocol, so the ``redis`` client talks to it (no second driver needed).
 
-keystile adds one query option of its own, ``key_prefix`` (default
-``keystile``), so several apps can share a Redis without sharing counters;
-it is removed before the URI reaches redis-py.
+keystile reads two query options itself and removes them before the URI
+reaches redis-py: ``key_prefix`` (default ``keystile``), so several apps can
+share a Redis without sharing counters, and ``max_connections`` (default
+50), the connections one client keeps (per process, and per event loop).
 
-Every client is built for a bounded call: connect and socket timeouts of
-``limiter.timeout`` and no automatic retry. A retry is wrong here twice
-over: it multiplies the time a request waits on a sick server, and a
-script whose reply was lost may already have spent the limits, so running
-it again would count the request twice.
+Every client is built for a bounded call and no automatic retry. A retry is
+wrong here twice over: it multiplies the time a request waits on a sick
+server, and a script whose reply was lost may already have spent the
+limits, so running it again would count the request twice. The blocking
+client bounds each connect and each read with a socket timeout; the
+``redis.asyncio`` client has none of its own, because its timeouts are event
+loop timers that count the loop's own delays: the limiter bounds each async
+call itself (``keystile._limiter_calls``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ REDIS_SCHEMES = frozenset(
     for suffix in ("", "s", "+unix", "+cluster", "+sentinel")
 )
 DEFAULT_PREFIX = "keystile"
+DEFAULT_CONNECTIONS = 50  # redis-py's BlockingConnectionPool default
+_OURS = ("key_prefix", "max_connections")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class RedisTarget:
     password: str | None = None
     db: int = 0
     key_prefix: str = DEFAULT_PREFIX
+    connections: int = DEFAULT_CONNECTIONS
 
     def __repr__(self) -> str:  # never show the password
         where = (
@@ -69,14 +76,15 @@ def parse_redis_uri(uri: str) -> RedisTarget:
         raise ConfigError(f"limiter storage {scheme}:// is not a Redis storage")
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = next((v for k, v in query if k == "key_prefix"), DEFAULT_PREFIX) or DEFAULT_PREFIX
-    rest = urlencode([(k, v) for k, v in query if k != "key_prefix"])
+    connections = _connections(next((v for k, v in query if k == "max_connections"), None))
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
     server = "valkey" if scheme.startswith("valkey") else "redis"
     suffix = scheme[len(server) :]
     if suffix in ("", "s", "+unix"):
         new_scheme = {"": "redis", "s": "rediss", "+unix": "unix"}[suffix]
         # Built by hand: urlunsplit drops the "//" of a unix socket URL.
         url = f"{new_scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-        return RedisTarget("single", url=url, key_prefix=prefix)
+        return RedisTarget("single", url=url, key_prefix=prefix, connections=connections)
     locations = _locations(parts.netloc.rpartition("@")[2], uri)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
@@ -87,6 +95,7 @@ def parse_redis_uri(uri: str) -> RedisTarget:
             username=username,
             password=password,
             key_prefix=prefix,
+            connections=connections,
         )
     service = parts.path.strip("/")
     if not service:
@@ -102,7 +111,18 @@ def parse_redis_uri(uri: str) -> RedisTarget:
         password=password,
         db=db,
         key_prefix=prefix,
+        connections=connections,
     )
+
+
+def _connections(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_CONNECTIONS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"limiter storage: max_connections must be a whole number >= 1, not {value!r}"
+        )
+    return int(value)
 
 
 def _locations(netloc: str, uri: str) -> tuple[tuple[str, int], ...]:
@@ -140,8 +160,12 @@ def _redis() -> Any:
     return redis
 
 
-def _options(target: RedisTarget, timeout: float, retry: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {**_timeouts(timeout), "retry": retry}
+def _options(target: RedisTarget, retry: Any, timeout: float | None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        **_timeouts(timeout),
+        "retry": retry,
+        "max_connections": target.connections,
+    }
     if target.username:
         options["username"] = target.username
     if target.password:
@@ -149,7 +173,7 @@ def _options(target: RedisTarget, timeout: float, retry: Any) -> dict[str, Any]:
     return options
 
 
-def _timeouts(timeout: float) -> dict[str, float]:
+def _timeouts(timeout: float | None) -> dict[str, float | None]:
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
@@ -158,9 +182,13 @@ def _auth(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def sync_client(target: RedisTarget, timeout: float) -> Any:
-    """A blocking client (WSGI, threads); thread-safe through its pool."""
+    """A blocking client (WSGI, threads); thread-safe through its pool.
+
+    ``timeout`` is a socket timeout: it bounds each connect and each read in
+    the kernel, so a thread that waits for the GIL is not counted.
+    """
     redis = _redis()
-    options = _options(target, timeout, redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+    options = _options(target, redis.retry.Retry(redis.backoff.NoBackoff(), 0), timeout)
     if target.kind == "single":
         return redis.Redis.from_url(target.url, **options)
     if target.kind == "cluster":
@@ -172,17 +200,21 @@ def sync_client(target: RedisTarget, timeout: float) -> Any:
     return sentinel.master_for(target.service, db=target.db)
 
 
-def async_client(target: RedisTarget, timeout: float) -> Any:
-    """A ``redis.asyncio`` client; it belongs to the event loop that first uses it."""
+def async_client(target: RedisTarget) -> Any:
+    """A ``redis.asyncio`` client; it belongs to the event loop that first uses it.
+
+    It has no timeouts of its own (see the module docstring): every await on
+    it must be bounded by ``keystile._limiter_calls.answered_within``.
+    """
     redis = _redis()
     aio = redis.asyncio
-    options = _options(target, timeout, aio.retry.Retry(redis.backoff.NoBackoff(), 0))
+    options = _options(target, aio.retry.Retry(redis.backoff.NoBackoff(), 0), None)
     if target.kind == "single":
         return aio.Redis.from_url(target.url, **options)
     if target.kind == "cluster":
         nodes = [aio.cluster.ClusterNode(h, p) for h, p in target.locations]
         return aio.cluster.RedisCluster(startup_nodes=nodes, **options)
     sentinel = aio.sentinel.Sentinel(
-        list(target.locations), sentinel_kwargs={**_auth(options), **_timeouts(timeout)}, **options
+        list(target.locations), sentinel_kwargs=_auth(options), **options
     )
     return sentinel.master_for(target.service, db=target.db)

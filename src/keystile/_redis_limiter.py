@@ -15,21 +15,28 @@ slot. Every key carries its spec's ``slot_tag`` as a hash tag (``{org:acme}``,
 ``{auth:10.0.0.1}``): the limits of one request share it, so they live in
 one slot and the script stays atomic, while different orgs spread over the
 cluster.
+
+``limiter.timeout`` bounds the server's answer, not the process's own
+scheduling nor a wait for a free connection (``keystile._limiter_calls``),
+and ``warm_up`` does the first-use work (connect, learn a cluster's slot
+map, load the script on every primary) at start, so a healthy Redis never
+causes a 503, not under a burst and not on the first requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
-import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
+from keystile._limiter_calls import AsyncSlots, Slots, answered_within
 from keystile._outage import cause_of, masked_uri
 from keystile._redis_clients import RedisTarget, async_client, parse_redis_uri, sync_client
 from keystile.config import LimiterConfig
@@ -47,7 +54,8 @@ _SCRIPTS = {
 
 def _failure_types() -> tuple[type[BaseException], ...]:
     # RedisClusterException is not a RedisError; OSError covers a reset
-    # socket, and TimeoutError (an OSError) the client-side bound.
+    # socket, and TimeoutError (an OSError) a socket timeout or the async
+    # bound (answered_within).
     from redis.exceptions import RedisClusterException, RedisError
 
     return (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
@@ -60,8 +68,10 @@ class RedisLimiter:
 
     WSGI calls ``hit_all`` (a blocking client, safe across threads); ASGI
     awaits ``ahit_all`` (a ``redis.asyncio`` client per event loop, so the
-    loop never waits on a socket). Each call is one ``EVALSHA`` bounded by
-    ``limiter.timeout``; on any failure it raises ``LimiterUnavailable``.
+    loop never waits on a socket). Each call is one ``EVALSHA`` whose answer
+    is bounded by ``limiter.timeout``; on any failure it raises
+    ``LimiterUnavailable``. ``warm_up`` / ``awarm_up`` prepare at start what
+    the first call would otherwise do.
     """
 
     in_process = False
@@ -79,7 +89,11 @@ class RedisLimiter:
         self._failures = _failure_types()
         self._sync: Any = None
         self._sync_lock = threading.Lock()
-        self._loops = _LoopClients(lambda: async_client(self.target, self.timeout))
+        self._sync_failures = 0  # failed attempts to build the client (a cluster connects)
+        self._slots = Slots(self.target.connections)
+        self._loops = _LoopClients(
+            lambda: async_client(self.target), self.target.connections, self.timeout
+        )
 
     def __repr__(self) -> str:
         return f"RedisLimiter({self.target!r}, {self.config.strategy})"
@@ -152,10 +166,25 @@ class RedisLimiter:
 
     def _client(self) -> Any:
         if self._sync is None:
+            seen = self._sync_failures
             with self._sync_lock:
                 if self._sync is None:
-                    self._sync = sync_client(self.target, self.timeout)
+                    # A cluster client learns the slot map here; its socket
+                    # timeouts bound each step, as they bound every call.
+                    # Calls that waited while an attempt failed give up
+                    # rather than queue for one attempt each.
+                    _give_up_if_failed_since(seen, self._sync_failures)
+                    try:
+                        self._sync = sync_client(self.target, self.timeout)
+                    except Exception:
+                        self._sync_failures += 1
+                        raise
         return self._sync
+
+    def warm_up(self) -> None:
+        """Connect, learn a cluster's slots and load the script, now rather than on a request."""
+        with self._failures_as_outage(), self._slots:
+            self._client().script_load(self.script)  # on every primary of a cluster
 
     def hit_all(self, call: LimitCall) -> LimitResult:
         """Check and spend every limit of ``call`` in one round trip (blocking)."""
@@ -171,15 +200,8 @@ class RedisLimiter:
         if call.empty:
             return LimitResult(True, ())
         keys, args = self.keys_and_args(call)
-        started = time.monotonic()
-        try:
+        with self._failures_as_outage(), self._slots:
             reply = self._eval(self._client(), keys, args)
-        except self._failures as exc:
-            raise self._unavailable(exc) from exc
-        # The socket timeouts bound each connect and read; this bounds the
-        # whole call, so a slow answer counts as an outage as the config says.
-        if time.monotonic() - started > self.timeout:
-            raise LimiterUnavailable("limiter storage over limiter.timeout")
         return self.result_of(call, reply)
 
     def _eval(self, client: Any, keys: list[str], args: list[str | int]) -> Any:
@@ -190,7 +212,21 @@ class RedisLimiter:
         except NoScriptError:  # first use on this server, or after SCRIPT FLUSH
             return client.eval(self.script, len(keys), *keys, *args)
 
+    @contextlib.contextmanager
+    def _failures_as_outage(self) -> Iterator[None]:
+        try:
+            yield
+        except self._failures as exc:
+            raise self._unavailable(exc) from exc
+
     # -- async (ASGI) ------------------------------------------------------------------
+
+    async def awarm_up(self) -> None:
+        """``warm_up`` for the running event loop's client (ASGI lifespan startup)."""
+        with self._failures_as_outage():
+            entry = await self._loops.get()
+            async with entry.slots:
+                await answered_within(self.timeout, entry.client.script_load(self.script))
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
         """Check and spend every limit of ``call`` in one round trip, never blocking the loop."""
@@ -206,16 +242,14 @@ class RedisLimiter:
         if call.empty:
             return LimitResult(True, ())
         keys, args = self.keys_and_args(call)
-        try:
-            reply = await asyncio.wait_for(self._aeval(keys, args), self.timeout)
-        except self._failures as exc:
-            raise self._unavailable(exc) from exc
+        with self._failures_as_outage():
+            entry = await self._loops.get()
+            async with entry.slots:
+                reply = await answered_within(self.timeout, self._aeval(entry.client, keys, args))
         return self.result_of(call, reply)
 
-    async def _aeval(self, keys: list[str], args: list[str | int]) -> Any:
+    async def _aeval(self, client: Any, keys: list[str], args: list[str | int]) -> Any:
         from redis.exceptions import NoScriptError
-
-        client = await self._loops.get()
 
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
@@ -250,8 +284,10 @@ class RedisLimiter:
 class _LoopEntry:
     client: Any
     keeper: AsyncGenerator[None, None]
+    slots: AsyncSlots
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: bool = False
+    failures: int = 0  # failed attempts to prepare the client
 
 
 class _LoopClients:
@@ -265,38 +301,56 @@ class _LoopClients:
     closes the client on its own loop, so no socket outlives it.
 
     The first caller on a loop also prepares the client (a cluster client
-    learns the slot map) while the others wait: redis-py's async cluster
-    client, hit by many tasks before it has initialised, races on its
-    connections.
+    learns the slot map, each step bounded by ``timeout``) while the others
+    wait: redis-py's async cluster client, hit by many tasks before it has
+    initialised, races on its connections. Each loop also has its own
+    connection slots, as its client has its own pool.
     """
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], Any], connections: int, timeout: float) -> None:
         self._factory = factory
+        self._connections = connections
+        self._timeout = timeout
         self._entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
             weakref.WeakKeyDictionary()
         )
 
-    async def get(self) -> Any:
+    async def get(self) -> _LoopEntry:
         loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is None:
             client = self._factory()
             # Stored before the first await so concurrent tasks share one client.
-            entry = self._entries[loop] = _LoopEntry(client, _closed_with_loop(client))
+            entry = self._entries[loop] = _LoopEntry(
+                client, _closed_with_loop(client), AsyncSlots(self._connections)
+            )
             await entry.keeper.__anext__()  # runs to its yield: now the loop tracks it
         if not entry.ready:
+            seen = entry.failures
             async with entry.lock:
                 if not entry.ready:
+                    _give_up_if_failed_since(seen, entry.failures)
                     initialize = getattr(entry.client, "initialize", None)
-                    if initialize is not None:
-                        await initialize()
+                    try:
+                        if initialize is not None:
+                            await answered_within(self._timeout, initialize())
+                    except Exception:
+                        entry.failures += 1
+                        raise
                     entry.ready = True
-        return entry.client
+        return entry
 
     async def close_current(self) -> None:
         entry = self._entries.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry.keeper.aclose()
+
+
+def _give_up_if_failed_since(seen: int, failures: int) -> None:
+    if failures != seen:
+        raise LimiterUnavailable(
+            "limiter storage unavailable: it could not be reached while this call waited"
+        )
 
 
 async def _closed_with_loop(client: Any) -> AsyncGenerator[None, None]:

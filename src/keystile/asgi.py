@@ -2,8 +2,9 @@
 
 It translates a scope into a ``RequestView``, awaits the one decision, and
 either answers the refusal itself or calls the app with the principal in
-``scope["state"]["api_key"]`` and the rate-limit headers added to the
-response start. The body is never touched, so streaming responses stream.
+``scope["state"]["api_key"]`` (None when it passed without a key) and the
+rate-limit headers added to the response start. The body is never touched,
+so streaming responses stream.
 """
 
 from __future__ import annotations
@@ -129,18 +130,16 @@ class KeystileMiddleware:
             return
         if decision.strip_embed_token or view.has_reserved_headers():
             _scrub_scope(scope, decision)
-        if decision.principal is not None:
-            # The server hands each request a scope of its own, so it is
-            # ours to write; the state dict in it is copied rather than
-            # written, so a server that shared one between requests (the
-            # ASGI spec says to copy it) could never leak a principal.
-            state = scope.get("state")
-            scope["state"] = (
-                {**state, "api_key": decision.principal}
-                if state
-                else {"api_key": decision.principal}
-            )
+        # The server hands each request a scope of its own, so it is ours to
+        # write; the state dict in it is copied rather than written, so a
+        # server that shared one between requests (the ASGI spec says to copy
+        # it) could never leak a principal. None on a request passed without
+        # a key, as the WSGI door's environ says: so the app (and
+        # keystile.fastapi) can tell "passed without a key" from "keystile
+        # never saw this request".
         principal = decision.principal
+        state = scope.get("state")
+        scope["state"] = {**state, "api_key": principal} if state else {"api_key": principal}
         count = principal is not None and self.ks.counting
         if kind != "http" or not (decision.headers or count):
             if count and principal is not None:  # a websocket: counted as admitted
@@ -185,6 +184,9 @@ class KeystileMiddleware:
             if failure is not None:
                 await send({"type": "lifespan.startup.failed", "message": f"keystile: {failure}"})
                 return
+            # Connect the limiter on the server's loop before the first
+            # request, so no request pays for it.
+            await self.ks.awarm_up()
 
         async def app_receive() -> Message:
             nonlocal pending

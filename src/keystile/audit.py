@@ -253,6 +253,23 @@ class Auditor:
         now = self._clock() if self._clock is not None else datetime.now(timezone.utc)
         return self._store_reader(org, key_id, now - timedelta(days=days), limit)
 
+    async def aevents(
+        self,
+        org: str | None = None,
+        key_id: str | None = None,
+        days: int = 7,
+        *,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """``events`` for async callers: it waits for the queue and reads in a worker thread,
+        so the event loop never blocks on either."""
+        import functools
+
+        import anyio.to_thread
+
+        read = functools.partial(self.events, org, key_id, days, limit=limit)
+        return await anyio.to_thread.run_sync(read)
+
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (up to ``timeout``) until queued events are delivered or given up."""
         if self._worker is None:

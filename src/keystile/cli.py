@@ -7,12 +7,15 @@ Usage::
                                          [--rate-limit 100/hour] [--plan P]
                                          [--type secret|publishable|embed]
                                          [--allowed-origin HOST ...] [--json]
-    keystile keys list [--org ORG] [--json]
+    keystile keys list [--org ORG] [--all] [--unused-since 90d] [--sort last-used] [--json]
+    keystile keys usage KEY_ID [--days 30] [--json]
     keystile keys revoke KEY_ID [--json]
     keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
     keystile keys rotate KEY_ID [--grace 24h] [--json]
     keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
                          [--scope S ...] [--org ORG] [--dry-run] [--json]
+    keystile keys patterns [--json]       each key type's regex for secret scanners
+    keystile audit [--org ORG] [--key KEY_ID] [--days 7] [--limit 1000] [--json]
     keystile db init
     keystile check
     keystile explain METHOD PATH
@@ -39,6 +42,9 @@ Decisions worth knowing:
   is read and checked before anything is written; rows that are revoked,
   expired, or already imported (same lookup prefix) are skipped, so a
   failed import can be fixed and run again.
+- ``keys list``, ``keys usage`` and ``audit`` read usage and the audit
+  trail; their decisions (stale keys, sort order, status columns) are in
+  :mod:`keystile._cli_usage`.
 
 Exit status:
 
@@ -64,17 +70,27 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from keystile import _cli_format as fmt
+from keystile import _cli_limits, _cli_patterns, _cli_usage
 from keystile.__about__ import __version__
+from keystile._cli_command import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CommandError,
+)
+from keystile._cli_command import config_path as _config_path
+from keystile._cli_command import engine as _engine
+from keystile._cli_command import print_json as _print_json
 from keystile.config import load_config
-from keystile.engine import Keystile, config_path_from_env
 from keystile.errors import (
     ConfigError,
     KeyConflict,
@@ -87,30 +103,16 @@ from keystile.stores import is_memory_url
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_INTERRUPTED = 130
-
 # The key API names its bad argument (KeyInputError.field); say it as the flag.
-_FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin"}
+_FLAGS = {"scopes": "--scope", "allowed_origins": "--allowed-origin", "allowed_ips": "--allow-ip"}
 _FLAGS.update(
     (field, "--" + field.replace("_", "-"))
     for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
 )
-_FLAGS.update(type="--type", grace="--grace")
+_FLAGS.update(type="--type", grace="--grace", days="--days", limit="--limit")
 SAVE_NOW = "Save this key now: it won't be shown again."
 
 Command = Callable[[argparse.Namespace, TextIO], int]
-
-
-class CommandError(Exception):
-    """A failure the command reports as one line, with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,32 +129,6 @@ class _Parser(argparse.ArgumentParser):
 # -- commands ----------------------------------------------------------------------
 
 
-def _config_path(args: argparse.Namespace) -> Path:
-    path = config_path_from_env(getattr(args, "config", None))
-    if not path.is_file():
-        raise CommandError(f"no config file at {path} (pass --config PATH or set KEYSTILE_CONFIG)")
-    return path
-
-
-@contextmanager
-def _engine(args: argparse.Namespace) -> Iterator[Keystile]:
-    """The engine for one command, closed at the end (which flushes last_used_at)."""
-    ks = Keystile(_config_path(args))
-    try:
-        if is_memory_url(ks.config.store):
-            _warn(
-                f"store {ks.config.store} keeps keys in this process only; "
-                "they are gone when this command exits"
-            )
-        yield ks
-    finally:
-        ks.close()
-
-
-def _print_json(out: TextIO, data: Any) -> None:
-    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
     options: dict[str, Any] = {
         "scopes": args.scope or [],
@@ -164,6 +140,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
         "rate_limit": args.rate_limit,
         "plan": args.plan,
         "allowed_origins": args.allowed_origin,
+        "allowed_ips": args.allow_ip,
     }
     options = {k: v for k, v in options.items() if v is not None}
     with _engine(args) as ks:
@@ -180,18 +157,6 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"  scopes:  {', '.join(record.scopes) or '-'}\n")
     out.write(f"  expires: {fmt.iso(record.expires_at) or 'never'}\n\n")
     out.write(f"  {new.secret}\n\n{SAVE_NOW}\n")
-    return EXIT_OK
-
-
-def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
-    with _engine(args) as ks:
-        records = ks.keys.list(org=args.org)
-    if args.json:
-        _print_json(out, [fmt.key_json(r) for r in records])
-    elif records:
-        out.write(fmt.key_table(records) + "\n")
-    else:
-        out.write("no active keys" + (f" in org {args.org}" if args.org else "") + "\n")
     return EXIT_OK
 
 
@@ -213,8 +178,17 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
         changes["scopes"] = args.scope
     if args.rate_limit is not None:
         changes["rate_limit"] = None if args.rate_limit.lower() == "none" else args.rate_limit
+    if args.allow_ip is not None and args.clear_allow_ip:
+        raise CommandError("give --allow-ip or --clear-allow-ip, not both", EXIT_USAGE)
+    if args.allow_ip is not None:
+        changes["allowed_ips"] = args.allow_ip
+    if args.clear_allow_ip:
+        changes["allowed_ips"] = []
     if not changes:
-        raise CommandError("nothing to update: give --name, --scope or --rate-limit", EXIT_USAGE)
+        raise CommandError(
+            "nothing to update: give --name, --scope, --rate-limit, --allow-ip or --clear-allow-ip",
+            EXIT_USAGE,
+        )
     with _engine(args) as ks:
         record = ks.keys.update(args.key_id, **changes)
     if args.json:
@@ -224,6 +198,7 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
             f'Updated key {record.id} "{record.name}"\n'
             f"  scopes:     {', '.join(record.scopes) or '-'}\n"
             f"  rate limit: {record.rate_limit or 'default'}\n"
+            f"  allowed IPs: {', '.join(record.allowed_ips) or 'any'}\n"
         )
     return EXIT_OK
 
@@ -340,18 +315,19 @@ def _read_table(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _import_hash(value: str, where: str, context: Any) -> str:
-    found = _DRF_SHA512.fullmatch(value)
-    if found:
-        value = found.group(1)
-    if context.identify(value) is None:
-        # The hash is not a secret, but it has no business in a terminal either.
-        scheme = "sha512$$ (drf-api-key 3.x)" if found else (value.split("$")[1:2] or ["?"])[0]
-        raise CommandError(
-            f"{where}: hash scheme {scheme!r} is not one keystile verifies "
-            f"({', '.join(context.schemes())})",
-            EXIT_USAGE,
-        )
-    return value
+    """The row's hash as the key will keep it, checked while the file is read.
+
+    ``keystile.keys.imported_hash`` refuses a hash passlib cannot parse, so
+    a bad row stops the import before any row is written.
+    """
+    from keystile.keys import imported_hash
+
+    try:
+        return imported_hash(value)
+    except ValueError as exc:
+        # The message names the scheme, never the hash (not a secret, but it
+        # has no business in a terminal either).
+        raise CommandError(f"{where}: {exc}", EXIT_USAGE) from None
 
 
 def _import_time(value: Any, where: str) -> datetime | None:
@@ -416,13 +392,6 @@ def _import_rows(
     return rows
 
 
-def _expiry_days(expires_at: datetime, now: datetime) -> int:
-    # The key API takes whole days (1 to 365): round down, so an imported key
-    # never outlives its original expiry by more than the rounding to 1 day.
-    days = (expires_at - now).total_seconds() // 86400
-    return int(min(max(days, 1), 365))
-
-
 def _skip_reason(row: _ImportRow, now: datetime, seen: set[str]) -> str | None:
     if row.revoked:
         return "revoked"
@@ -460,7 +429,7 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
             seen.add(row.lookup_prefix)
             options = dict(row.options)
             if row.expires_at is not None:
-                options["expires_in_days"] = _expiry_days(row.expires_at, now)
+                options["expires_at"] = row.expires_at  # the exported instant, kept
             if args.dry_run:
                 imported.append(
                     {"row": row.where, "lookup_prefix": row.lookup_prefix, "name": row.name}
@@ -552,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keys = commands.add_parser(
-        "keys", parents=[common], help="create, list, revoke, update, rotate, import API keys"
+        "keys",
+        parents=[common],
+        help="create, list, revoke, update, rotate, import keys; read usage",
     )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     both = [common, as_json]
@@ -573,11 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="origin host for publishable/embed keys (repeatable)",
     )
+    create.add_argument(
+        "--allow-ip",
+        action="append",
+        metavar="CIDR",
+        help="answer only from this address or network (repeatable, at most 100)",
+    )
     create.set_defaults(func=_keys_create)
 
-    listing = key_commands.add_parser("list", parents=both, help="active keys, never a secret")
-    listing.add_argument("--org", help="only this organization's keys")
-    listing.set_defaults(func=_keys_list)
+    _cli_usage.add_key_commands(key_commands, both)
 
     revoke = key_commands.add_parser("revoke", parents=both, help="revoke a key now")
     revoke.add_argument("key_id", metavar="KEY_ID")
@@ -593,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the new scopes, replacing the old ones (repeatable)",
     )
     update.add_argument("--rate-limit", metavar="R", help="a limit such as 100/hour, or none")
+    update.add_argument(
+        "--allow-ip",
+        action="append",
+        metavar="CIDR",
+        help="the new address allowlist, replacing the old one (repeatable)",
+    )
+    update.add_argument(
+        "--clear-allow-ip", action="store_true", help="answer from any address again"
+    )
     update.set_defaults(func=_keys_update)
 
     rotate = key_commands.add_parser("rotate", parents=both, help="new secret; old one expires")
@@ -620,11 +604,16 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     importing.set_defaults(func=_keys_import)
 
+    _cli_patterns.add_commands(key_commands, both)
+
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("init", parents=[common], help="create the store's tables").set_defaults(
         func=_db_init
     )
+
+    _cli_usage.add_commands(commands, both)
+    _cli_limits.add_commands(commands, both)
 
     check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
     check.set_defaults(func=_check)
@@ -647,10 +636,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- main -------------------------------------------------------------------------------
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"keystile: warning: {message}\n")
 
 
 def _fail(message: str, status: int) -> int:

@@ -293,10 +293,24 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
     )
 
 
+# RFC 9110 section 11.1: an auth scheme is a token.
+_SCHEME = re.compile(r"scheme:([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
+
+
 def _credential_problem(value: str) -> str | None:
     if value in ("bearer", "x-api-key") or re.fullmatch(r"query:[A-Za-z0-9_.-]+", value):
         return None
-    return f"{value!r} is not bearer, x-api-key or query:NAME"
+    scheme = _SCHEME.fullmatch(value)
+    if scheme is not None:
+        if scheme.group(1).lower() == "bearer":
+            return f"{value!r} is Bearer itself: write bearer"
+        return None
+    if value.startswith("scheme:"):
+        return (
+            f"{value!r} is not an Authorization scheme: write scheme:NAME, "
+            "NAME one word such as Api-Key"
+        )
+    return f"{value!r} is not bearer, x-api-key, query:NAME or scheme:NAME"
 
 
 def _networks(top: Section) -> tuple[Network, ...]:

@@ -53,6 +53,7 @@ class KeystileMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.ks = _engine()
+        self.ks.warm_up()  # Django builds its middleware once, at start
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         decision = self.ks.decide(view_from_environ(request.META))

@@ -33,7 +33,7 @@ from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
 from keystile.config import Config, RouteConfig, load_config
-from keystile.errors import ConfigError, ServiceUnavailable
+from keystile.errors import ConfigError, LimiterUnavailable, ServiceUnavailable
 from keystile.invalidation import Invalidator
 from keystile.keys import Digester, KeyFormat, imported_hash_context
 from keystile.lifecycle import KeyManager
@@ -304,6 +304,26 @@ class Keystile:
                     self._limiter = open_limiter(self.config.limiter)
         return self._limiter
 
+    def warm_up(self) -> None:
+        """Prepare the limiter now (connect, learn a cluster, load the script), not on a request.
+
+        The WSGI and Django middlewares call this when they are built, the
+        ASGI middleware at lifespan startup (``awarm_up``). A limiter storage
+        that does not answer is logged, not raised: requests then meet it as
+        an outage (``limiter.on_error``), and it is used as soon as it answers.
+        """
+        try:
+            self.limiter.warm_up()
+        except LimiterUnavailable as exc:
+            _log_cold_limiter(exc)
+
+    async def awarm_up(self) -> None:
+        """``warm_up`` for the running event loop (its connections belong to it)."""
+        try:
+            await self.limiter.awarm_up()
+        except LimiterUnavailable as exc:
+            _log_cold_limiter(exc)
+
     # -- the request decision ------------------------------------------------------
 
     def decide(self, view: RequestView) -> Decision:
@@ -547,6 +567,10 @@ class Keystile:
 
 
 _KEYGATE = re.compile(r"kg_([0-9a-f]{1,32})_[A-Za-z0-9_-]+")
+
+
+def _log_cold_limiter(exc: LimiterUnavailable) -> None:
+    logger.warning("keystile: the rate limiter could not be prepared at start (%s)", exc)
 
 
 def _backend_of(effect: Any) -> str:

@@ -33,17 +33,21 @@ import secrets
 import string
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+from typing import Any
 
 from keystile.errors import ConfigError
 
 __all__ = [
     "ALPHABETS",
     "DISPLAY_PREFIX_LENGTH",
+    "SCANNER_AFTER",
+    "SCANNER_BEFORE",
     "Digester",
     "KeyFormat",
     "digest",
     "display_prefix",
+    "imported_hash",
     "imported_hash_context",
     "last4",
     "new_key_id",
@@ -52,6 +56,13 @@ __all__ = [
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 ALPHABETS = {"base62": BASE62, "hex": "0123456789abcdef"}
+_CLASS = {"base62": "[0-9A-Za-z]", "hex": "[0-9a-f]"}
+# What may stand before and after a key in scanned text (GitHub's custom
+# patterns take them as "before secret" / "after secret"): anything that
+# cannot be part of a key, so one type's pattern never matches inside another
+# type's key. Config prefixes are drawn from [A-Za-z0-9_-].
+SCANNER_BEFORE = r"\A|[^0-9A-Za-z_-]"
+SCANNER_AFTER = r"\z|[^0-9A-Za-z_-]"
 CHECKSUM_LENGTH = 6
 DISPLAY_PREFIX_LENGTH = 14
 MIN_RANDOM_BITS = 128
@@ -101,10 +112,27 @@ class KeyFormat:
         return ALPHABETS[self.alphabet]
 
     @cached_property
+    def scanner_regex(self) -> str:
+        """The regular expression of this format, to register with a secret scanner.
+
+        Prefix, alphabet and length; a regex cannot check the checksum, which
+        the receiving end does (``matches``). Scanners should match it between
+        ``SCANNER_BEFORE`` and ``SCANNER_AFTER``: without those bounds, a
+        prefix such as ``sk_`` is found inside another type's ``live_sk_`` key.
+        """
+        body = _CLASS[self.alphabet]
+        prefix = re.escape(self.prefix)
+        if not self.checksum:
+            return f"{prefix}{body}{{{self.length}}}"
+        if body == _CLASS["base62"]:  # the checksum's own alphabet: one run
+            return f"{prefix}{body}{{{self.length + CHECKSUM_LENGTH}}}"
+        return f"{prefix}{body}{{{self.length}}}{_CLASS['base62']}{{{CHECKSUM_LENGTH}}}"
+
+    @cached_property
     def _pattern(self) -> re.Pattern[str]:
-        body = "[0-9A-Za-z]" if self.alphabet == "base62" else "[0-9a-f]"
-        tail = f"[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}" if self.checksum else ""
-        return re.compile(f"{re.escape(self.prefix)}{body}{{{self.length}}}{tail}")
+        # The scanners' regex is the one checked here: what GitHub reports is
+        # exactly what this accepts (before the checksum).
+        return re.compile(self.scanner_regex)
 
     @property
     def secret_length(self) -> int:
@@ -182,7 +210,7 @@ def new_key_id() -> str:
     return "key_" + "".join(secrets.choice(BASE62) for _ in range(20))
 
 
-def imported_hash_context() -> object:
+def imported_hash_context() -> Any:
     """The passlib ``CryptContext`` that verifies hashes imported from other systems.
 
     Built lazily: passlib and its backends load only when a deployment
@@ -205,3 +233,43 @@ def imported_hash_context() -> object:
             "django_bcrypt_sha256",
         ],
     )
+
+
+# djangorestframework-api-key 3.x: Django's "algorithm$salt$hash" with no
+# salt, the hash an unsalted SHA-512 hex digest of the whole key
+# ("prefix.secret"): passlib's hex_sha512 once the Django wrapping is gone.
+_DRF_SHA512 = re.compile(r"sha512\$\$([0-9a-f]{128})")
+
+
+@cache
+def _checking_context() -> Any:
+    return imported_hash_context()
+
+
+def imported_hash(value: object) -> str:
+    """``value`` as the hash an imported key keeps; ``ValueError`` when it is none.
+
+    A hash is kept only if passlib both names its scheme and parses it (its
+    salt, rounds and checksum of the right sizes): a hash that merely looks
+    like ``$pbkdf2-sha256$…`` would make a key that can never authenticate.
+    drf-api-key 3.x's ``sha512$$<hex>`` comes back as the ``hex_sha512``
+    digest it is. The message names the scheme, never the hash.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("hash is missing: an imported key needs its hash")
+    value = value.strip()
+    drf = _DRF_SHA512.fullmatch(value)
+    if drf is not None:
+        value = drf.group(1)
+    context = _checking_context()
+    scheme = context.identify(value)
+    if scheme is None:
+        raise ValueError(f"hash is in no scheme keystile verifies ({', '.join(context.schemes())})")
+    try:
+        context.handler(scheme).from_string(value)
+    except (ValueError, TypeError) as exc:
+        # passlib says "malformed <scheme> hash (<reason>)": keep the reason.
+        reason = re.search(r"\((.+)\)$", str(exc))
+        detail = f" ({reason.group(1)})" if reason else ""
+        raise ValueError(f"hash is not a well-formed {scheme} hash{detail}") from None
+    return value

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import limits
@@ -105,6 +105,21 @@ def check_scopes(scopes: Any) -> tuple[str, ...]:
         if scope not in out:
             out.append(scope)
     return tuple(out)
+
+
+def check_grace(grace: Any) -> float:
+    """A rotation's grace period in seconds (``None``: 0, the old key stops at once)."""
+    from keystile.config import parse_duration
+
+    try:
+        seconds = 0.0 if grace is None else parse_duration(grace)
+    except Exception:
+        raise KeyInputError(
+            f"grace {grace!r} is not a duration such as '24h'", field="grace"
+        ) from None
+    if seconds < 0 or seconds > 365 * 86400:
+        raise KeyInputError("grace must be between 0 and 365 days", field="grace")
+    return seconds
 
 
 def check_rate_limit(value: Any) -> str | None:
@@ -304,6 +319,13 @@ class KeyManager:
         return await self._arun(totals_flow(org, days, self._ks.now()))
 
     def import_key(self, name: str, *, hash: str, lookup_prefix: str, **options: Any) -> KeyRecord:
+        """A key another system issued, kept by its own hash (``docs/guides/migrating.md``).
+
+        ``hash`` must be one passlib parses (``KeyInputError`` otherwise, at
+        once rather than at the key's first request). ``expires_at``, an
+        aware datetime, keeps the old system's expiry to the instant;
+        ``expires_in_days`` and the other options are ``create``'s.
+        """
         return self._run(self._import(name, hash, lookup_prefix, **options))
 
     # flows
@@ -406,16 +428,31 @@ class KeyManager:
         self._ks.emit("key.created", record)
         return NewKey(secret, record)
 
-    def _import(self, name: Any, hash: str, lookup_prefix: str, **options: Any) -> Flow[KeyRecord]:
+    def _import(
+        self,
+        name: Any,
+        hash: str,
+        lookup_prefix: str,
+        *,
+        expires_at: datetime | None = None,
+        **options: Any,
+    ) -> Flow[KeyRecord]:
+        if expires_at is not None and options.get("expires_in_days") is not None:
+            raise KeyInputError("give expires_at or expires_in_days, not both", field="expires_at")
         _, record = self._build(name, **options)
-        if not isinstance(hash, str) or not hash or not lookup_prefix:
-            raise KeyInputError("an imported key needs its hash and lookup prefix", field="hash")
+        if not isinstance(lookup_prefix, str) or not lookup_prefix:
+            raise KeyInputError("an imported key needs its lookup prefix", field="lookup_prefix")
+        try:
+            hash = keyfmt.imported_hash(hash)
+        except ValueError as exc:
+            raise KeyInputError(str(exc), field="hash") from None
         record = record.replace(
             digest=None,
             imported_hash=hash,
             lookup_prefix=lookup_prefix,
             prefix=lookup_prefix[: keyfmt.DISPLAY_PREFIX_LENGTH],
             last4="",
+            expires_at=_import_expiry(expires_at, record.created_at, record.expires_at),
         )
         yield StoreCall("insert", (record, record.created_at))
         self._ks.emit("key.imported", record)
@@ -471,6 +508,16 @@ class KeyManager:
         self._ks.emit("key.revoked", record)
         return record
 
+    def _revoke_many(self, key_ids: Sequence[str], reason: str) -> Flow[KeyList[KeyRecord]]:
+        """Revoke many keys in one store call (a leak report's batch); as ``_revoke`` each."""
+        records: KeyList[KeyRecord] = yield StoreCall(
+            "revoke_many", (list(key_ids), self._ks.now())
+        )
+        for record in records:
+            self._ks.forget(record)
+            self._ks.emit("key.revoked", record, reason=reason)
+        return records
+
     def _revoke_user(self, org: str, user: str) -> Flow[KeyList[str]]:
         check_ident(org, "org")
         check_ident(user, "user")
@@ -481,16 +528,7 @@ class KeyManager:
         return ids
 
     def _rotate(self, key_id: str, grace: str | float | None) -> Flow[NewKey]:
-        from keystile.config import parse_duration
-
-        try:
-            seconds = 0.0 if grace is None else parse_duration(grace)
-        except Exception:
-            raise KeyInputError(
-                f"grace {grace!r} is not a duration such as '24h'", field="grace"
-            ) from None
-        if seconds < 0 or seconds > 365 * 86400:
-            raise KeyInputError("grace must be between 0 and 365 days", field="grace")
+        seconds = check_grace(grace)
         old = yield from self._get(key_id)
         now = self._ks.now()
         if not old.is_active(now):
@@ -516,6 +554,22 @@ class KeyManager:
         self._ks.forget(updated)
         self._ks.emit("key.rotated", new, reason=f"from {old.id}")
         return NewKey(secret, new)
+
+
+def _import_expiry(expires_at: Any, now: datetime, default: datetime | None) -> datetime | None:
+    """The old system's expiry, to the instant (not rounded to whole days).
+
+    Unbounded by ``expires_in_days``'s 365: the old system promised it. A
+    naive time is refused rather than guessed at; a past one would import
+    a key that is dead on arrival.
+    """
+    if expires_at is None:
+        return default
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        raise KeyInputError("expires_at must be a timezone-aware datetime", field="expires_at")
+    if expires_at <= now:
+        raise KeyInputError("expires_at is already past", field="expires_at")
+    return expires_at.astimezone(timezone.utc)
 
 
 async def _flushed(engine: Keystile) -> None:

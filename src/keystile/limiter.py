@@ -18,7 +18,8 @@ backend here closes that gap its own way:
 
 A limiter call that raises or exceeds ``limiter.timeout`` becomes
 ``LimiterUnavailable``; the pipeline then fails closed (503) or open, as
-the config says.
+the config says. ``warm_up`` (``awarm_up`` on an event loop) does at start
+what a backend would otherwise do on its first request.
 """
 
 from __future__ import annotations
@@ -64,10 +65,16 @@ class Limiter(Protocol):
     may call it directly. ``refunds`` says that it honours
     ``LimitCall.refund``, which the exact failed-auth budget needs (a unit
     spent before a lookup comes back when the key proves valid).
+    ``warm_up`` / ``awarm_up`` prepare the backend at start (connections,
+    scripts) and raise ``LimiterUnavailable`` when it cannot be reached.
     """
 
     in_process: bool
     refunds: bool
+
+    def warm_up(self) -> None: ...
+
+    async def awarm_up(self) -> None: ...
 
     def hit_all(self, call: LimitCall) -> LimitResult: ...
 
@@ -108,6 +115,12 @@ class StrategyLimiter:
 
     def __repr__(self) -> str:
         return f"StrategyLimiter({self.config.storage.split('://')[0]}://, {self.config.strategy})"
+
+    def warm_up(self) -> None:
+        pass  # limits' storages connect on first use; nothing to load
+
+    async def awarm_up(self) -> None:
+        pass
 
     def hit_all(self, call: LimitCall) -> LimitResult:
         if not (call.specs or call.guard):

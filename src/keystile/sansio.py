@@ -200,7 +200,8 @@ class Credential:
     """
 
     value: str = field(repr=False)
-    source: str  # "bearer" | "x-api-key" | "query" | "embed-query" | "embed-header"
+    # "bearer" | "x-api-key" | "query" | "embed-query" | "embed-header" | "scheme:NAME"
+    source: str
 
 
 class BadCredential(Exception):
@@ -245,11 +246,23 @@ _PLAIN_KEY = re.compile(rf"{_PLAIN}{{1,{MAX_CREDENTIAL_BYTES}}}")
 
 
 @lru_cache(maxsize=64)
-def _header_sources(sources: tuple[str, ...]) -> tuple[bool, bool] | None:
-    """(bearer, x-api-key) when ``sources`` reads headers only; None when a query counts too."""
+def _header_sources(sources: tuple[str, ...]) -> tuple[bool, bool, bool] | None:
+    """(bearer, x-api-key, Authorization) when ``sources`` reads headers only.
+
+    None when a query counts too. ``Authorization`` is read for Bearer and
+    for any ``scheme:NAME``: a request sending it beside ``x-api-key``
+    carries two credentials, whichever scheme it names.
+    """
     if any(s.startswith("query:") for s in sources):
         return None
-    return "bearer" in sources, "x-api-key" in sources
+    bearer = "bearer" in sources
+    return bearer, "x-api-key" in sources, bearer or bool(_schemes(sources))
+
+
+@lru_cache(maxsize=64)
+def _schemes(sources: tuple[str, ...]) -> dict[str, str]:
+    """The lower-cased ``scheme:NAME`` schemes of ``sources``, each to its entry."""
+    return {s[7:].lower(): s for s in sources if s.startswith("scheme:")}
 
 
 def read_credential(
@@ -258,18 +271,18 @@ def read_credential(
     """The one credential the request carries, None if none; raises ``BadCredential``.
 
     ``sources`` is the config's ``credentials`` list (``bearer``,
-    ``x-api-key``, ``query:NAME``). On routes marked ``embed`` an embed
-    token may also come as ``?token=`` or ``X-Embed-Token``.
+    ``x-api-key``, ``query:NAME``, ``scheme:NAME``). On routes marked
+    ``embed`` an embed token may also come as ``?token=`` or ``X-Embed-Token``.
     """
     readable = None if embed_route else _header_sources(tuple(sources))
     if readable is not None:
         # The common case, settled by one regex: exactly what ``_read_any``
         # would find, without its lists and checks.
         headers = view.headers
-        bearer = headers.get("authorization") if readable[0] else None
+        bearer = headers.get("authorization") if readable[2] else None
         api_key = headers.get("x-api-key") if readable[1] else None
         if api_key is None:
-            if bearer is not None and len(bearer) == 1:
+            if readable[0] and bearer is not None and len(bearer) == 1:
                 plain = _PLAIN_BEARER.fullmatch(bearer[0])
                 if plain is not None:
                     return Credential(plain.group(1), "bearer")
@@ -281,16 +294,24 @@ def read_credential(
 def _read_any(view: RequestView, sources: Sequence[str], embed_route: bool) -> Credential | None:
     """``read_credential`` for every request, common or not."""
     found: list[Credential] = []
-    if "bearer" in sources:
+    schemes = _schemes(tuple(sources))
+    if "bearer" in sources or schemes:
         auth = _single(view, "authorization")
         if auth is not None:
             _checked(auth, "Authorization")
             scheme, _, token = auth.strip().partition(" ")
-            if scheme.lower() == "bearer":
+            scheme = scheme.lower()
+            # Bearer, or a scheme the config lists (``scheme:Api-Key``), read
+            # alike; any other scheme (``Basic``) is no key at all.
+            source = schemes.get(scheme)
+            if source is None and scheme == "bearer" and "bearer" in sources:
+                source = "bearer"
+            if source is not None:
                 token = token.strip()
                 if not token or " " in token or "\t" in token:
-                    raise BadCredential("the Bearer credential is malformed")
-                found.append(Credential(token, "bearer"))
+                    name = "Bearer" if source == "bearer" else source[7:]
+                    raise BadCredential(f"the {name} credential is malformed")
+                found.append(Credential(token, source))
     if "x-api-key" in sources:
         value = _single(view, "x-api-key")
         if value is not None:

@@ -22,16 +22,22 @@ from keystile.stores.base import KeyRecord, StoreCall, UsageRow
 
 __all__ = [
     "MAX_DAYS",
+    "STALE_AFTER",
     "UsageDay",
     "check_usage_days",
     "daily",
     "day_number",
+    "is_stale",
     "totals_flow",
+    "unused_since",
     "usage_flow",
 ]
 
 EPOCH = date(1970, 1, 1)
 MAX_DAYS = 366
+# A working key unused this long is one to review and likely revoke (the
+# "monitor lastUsedAt, revoke stale keys" advice); also the default retention.
+STALE_AFTER = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,32 @@ class UsageDay:
     total: int = 0
     by_status: Mapping[int, int] = field(default_factory=dict)
     by_route: Mapping[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The day as the HTTP API and ``keys usage --json`` give it (statuses as strings)."""
+        return {
+            "date": self.date.isoformat(),
+            "total": self.total,
+            "byStatus": {str(status): n for status, n in self.by_status.items()},
+            "byRoute": dict(self.by_route),
+        }
+
+
+def unused_since(record: KeyRecord, cutoff: datetime) -> bool:
+    """Whether ``record`` went unused since ``cutoff``: last used before it, or never.
+
+    A key never used counts only if it was created before ``cutoff``: a key
+    made yesterday is new, not forgotten.
+    """
+    return (record.last_used_at or record.created_at) < cutoff
+
+
+def is_stale(record: KeyRecord, now: datetime) -> bool:
+    """A key that still works but went unused for ``STALE_AFTER`` (never used, made that long ago).
+
+    Revoked and expired keys are never stale: there is nothing left to do about them.
+    """
+    return record.is_active(now) and unused_since(record, now - STALE_AFTER)
 
 
 def day_number(when: datetime) -> int:

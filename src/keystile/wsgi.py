@@ -123,6 +123,7 @@ class KeystileMiddleware:
             _check_store(self.ks)
         self.errors = self.ks.config.errors
         _warn_memory_limiter(self.ks)
+        self.ks.warm_up()  # WSGI has no startup event: being built is the start
 
     def __repr__(self) -> str:
         return f"KeystileMiddleware({self.ks!r})"

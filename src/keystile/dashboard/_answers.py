@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from keystile.management._core import Authenticate, KeyCall, ReadBody
+from keystile.management._effects import Authenticate, KeyCall, ReadBody
 
 __all__ = [
     "Answer",

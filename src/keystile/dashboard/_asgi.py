@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from keystile.dashboard._answers import Effect, PageRequest
 from keystile.dashboard._core import Dashboard, run_async
 from keystile.management._asgi import _read_body
-from keystile.management._core import Authenticate, ReadBody
+from keystile.management._effects import Authenticate, ReadBody
 
 __all__ = ["AsyncAuthenticate", "DashboardASGIApp"]
 
@@ -64,7 +64,7 @@ class DashboardASGIApp:
             raise TypeError(f"unknown effect {effect!r}")
 
         dashboard = self.dashboard
-        result = await run_async(dashboard.handle(view), dashboard.ks.keys, answer)
+        result = await run_async(dashboard.handle(view), dashboard.ks, answer)
         status, headers, body = dashboard.render(result)
         await send(
             {

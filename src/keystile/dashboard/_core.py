@@ -2,7 +2,7 @@
 
 ``Dashboard.handle`` is a flow, as the management API's is: it yields the
 I/O it needs (``Authenticate``, ``ReadBody``, ``KeyCall``, the same effects
-``management._core`` defines) and receives the answers. It decides
+``management._effects`` defines) and receives the answers. It decides
 everything: which page a path is, who may see and change what, what each
 form field means, and which page or redirect answers. The ASGI door answers
 the effects with awaits, the WSGI door with plain calls; ``_render`` turns
@@ -42,12 +42,11 @@ from keystile.dashboard._forms import (
 from keystile.dashboard._pages import Pages
 from keystile.dashboard._render import Renderer
 from keystile.errors import KeyNotFound, ServiceUnavailable
-from keystile.management._core import Authenticate, KeyCall, ReadBody
+from keystile.management._effects import Authenticate, KeyCall, ReadBody
 from keystile.management._input import ApiError, Caller, ScopeRules
 
 if TYPE_CHECKING:
     from keystile.engine import Keystile
-    from keystile.lifecycle import KeyManager
 
 logger = logging.getLogger("keystile.dashboard")
 NOT_FOUND = Refused(404, "Key not found", "There is no such key in your organization.")
@@ -236,21 +235,19 @@ class Dashboard:
 # -- drivers: the only place sync and async differ ------------------------------------------
 
 
-def run_sync(flow: Flow, keys: KeyManager, answer: Callable[[Effect], Any]) -> Answer:
+def run_sync(flow: Flow, ks: Keystile, answer: Callable[[Effect], Any]) -> Answer:
     """Drive a flow with blocking calls (``answer`` handles the door's own effects)."""
 
     def perform(effect: Effect) -> Any:
-        return effect.run(keys) if isinstance(effect, KeyCall) else answer(effect)
+        return effect.run(ks) if isinstance(effect, KeyCall) else answer(effect)
 
     return drive(flow, perform, Exception)
 
 
-async def run_async(
-    flow: Flow, keys: KeyManager, answer: Callable[[Effect], Awaitable[Any]]
-) -> Answer:
+async def run_async(flow: Flow, ks: Keystile, answer: Callable[[Effect], Awaitable[Any]]) -> Answer:
     """Drive a flow with awaits, so the event loop never blocks on the store."""
 
     async def perform(effect: Effect) -> Any:
-        return await (effect.arun(keys) if isinstance(effect, KeyCall) else answer(effect))
+        return await (effect.arun(ks) if isinstance(effect, KeyCall) else answer(effect))
 
     return await adrive(flow, perform, Exception)

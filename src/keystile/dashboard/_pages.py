@@ -36,7 +36,7 @@ from keystile.dashboard._forms import (
 from keystile.dashboard._views import chart_of, key_view, successors
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound
 from keystile.lifecycle import check_name
-from keystile.management._core import KeyCall
+from keystile.management._effects import KeyCall
 from keystile.management._input import Caller
 from keystile.stores.base import KeyRecord
 

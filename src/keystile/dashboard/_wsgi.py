@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 
 from keystile.dashboard._answers import Effect, PageRequest
 from keystile.dashboard._core import Dashboard, run_sync
-from keystile.management._core import Authenticate, ReadBody
+from keystile.management._effects import Authenticate, ReadBody
 from keystile.management._wsgi import _read_body
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class DashboardWSGIApp:
             content_type=request.headers.get("Content-Type"),
         )
         dashboard = self.dashboard
-        result = run_sync(dashboard.handle(view), dashboard.ks.keys, self._answerer(request))
+        result = run_sync(dashboard.handle(view), dashboard.ks, self._answerer(request))
         status, headers, body = dashboard.render(result)
         return Response(body, status=status, headers=headers)(environ, start_response)
 

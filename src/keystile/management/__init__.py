@@ -1,8 +1,9 @@
 """The key-management HTTP API (SPEC section 6), mountable in ASGI and WSGI apps.
 
-Your customers list, create, change and revoke their organization's keys
-through it, signed in with *your* session: the API never accepts an API key
-as a credential (a leaked key must not be able to mint its successors).
+Your customers list, create, change, rotate and revoke their organization's
+keys through it, and read each key's daily usage and audit trail, signed in
+with *your* session: the API never accepts an API key as a credential (a
+leaked key must not be able to mint its successors).
 
 Starlette / FastAPI::
 
@@ -16,7 +17,8 @@ Starlette / FastAPI::
         return session.user_id, session.org_id, session.is_org_admin
 
     app.routes.append(Mount("/admin", app=asgi_app(ks, authenticate=session_user)))
-    # -> GET/POST/PATCH/DELETE /admin/api/v1/keys
+    # -> GET/POST/PATCH/DELETE /admin/api/v1/keys, POST .../rotate,
+    #    GET .../usage and GET .../events
 
 Flask or any WSGI app::
 
@@ -31,8 +33,8 @@ Security caveat: ``authenticate`` is the only guard. It must check a real
 session *and* CSRF (a token header or a same-site cookie policy), because
 a browser attaches cookies to cross-site requests. It returns ``(user, org,
 is_admin)`` or ``None``; ``org`` confines every operation to that tenant and
-``is_admin`` alone allows wildcard and destructive scopes, and changes to
-keys the caller neither created nor owns. POST and PATCH take only
+``is_admin`` alone allows wildcard and destructive scopes, and changes (or
+rotations) of keys the caller neither created nor owns. POST and PATCH take only
 ``Content-Type: application/json`` (415 otherwise). If the host also
 runs ``KeystileMiddleware`` in front of these paths, mark them
 ``public: true`` in the route table, or the middleware will demand a key.
@@ -43,7 +45,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keystile.management._asgi import AsyncAuthenticate, build_asgi_app
-from keystile.management._core import MAX_BODY
+from keystile.management._effects import MAX_BODY
 from keystile.management._wsgi import KeysWSGIApp, SyncAuthenticate
 
 if TYPE_CHECKING:

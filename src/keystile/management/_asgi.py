@@ -17,19 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from keystile.management._core import (
+from keystile.management._core import KeyAPI
+from keystile.management._effects import (
     Authenticate,
     Effect,
-    KeyAPI,
     ReadBody,
     run_async,
 )
 from keystile.management._input import (
     PATH_NOT_FOUND,
     ApiRequest,
+    api_paths,
     bad_request,
     body_too_large,
-    collection_paths,
 )
 from keystile.pipeline import Refusal
 
@@ -41,16 +41,17 @@ __all__ = ["AsyncAuthenticate", "build_asgi_app"]
 AsyncAuthenticate = Callable[[Request], "tuple[str, str, bool] | Awaitable[Any] | None"]
 
 
-class _Collection:
-    """The endpoint at ``prefix``: an ASGI app, so every method reaches the flow.
+class _Endpoint:
+    """One path under ``prefix`` (``name``): an ASGI app, so every method reaches the flow.
 
     (A function endpoint would get Starlette's plain-text 405 for methods
     outside a fixed list; the flow answers 405 itself, as JSON.)
     """
 
-    def __init__(self, api: KeyAPI, authenticate: AsyncAuthenticate) -> None:
+    def __init__(self, api: KeyAPI, authenticate: AsyncAuthenticate, name: str) -> None:
         self.api = api
         self.authenticate = authenticate
+        self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -58,6 +59,7 @@ class _Collection:
         view = ApiRequest(
             method=request.method,
             query=tuple(request.query_params.multi_items()),
+            endpoint=self.name,
             content_type=headers.get("content-type"),
             carries_api_key=ApiRequest.sent_api_key(
                 headers.get("authorization"), headers.get("x-api-key")
@@ -74,7 +76,7 @@ class _Collection:
                 return await _read_body(request, effect.limit)
             raise TypeError(f"unknown effect {effect!r}")
 
-        result = await run_async(self.api.handle(view), self.api.ks.keys, answer)
+        result = await run_async(self.api.handle(view), self.api.ks, answer)
         await _respond(self.api, result, scope, receive, send)
 
 
@@ -101,8 +103,7 @@ async def _respond(api: KeyAPI, result: Any, scope: Scope, receive: Receive, sen
 
 def build_asgi_app(ks: Keystile, authenticate: AsyncAuthenticate, prefix: str) -> Starlette:
     api = KeyAPI(ks)
-    endpoint = _Collection(api, authenticate)
-    routes = [Route(path, endpoint) for path in dict.fromkeys(collection_paths(prefix))]
+    routes = [Route(path, _Endpoint(api, authenticate, name)) for path, name in api_paths(prefix)]
 
     async def refuse(request: Request, exc: Exception) -> Response:
         # Routing misses (404) come here: keep them JSON like every answer.

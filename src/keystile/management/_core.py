@@ -1,26 +1,35 @@
 """The key-management API, written once and free of I/O.
 
 ``KeyAPI.handle`` is a generator (a *flow*, as in ``keystile.lifecycle``):
-it yields the I/O it needs (``Authenticate``, ``ReadBody``, ``KeyCall``)
-and receives the answers. The ASGI door answers with awaits, the WSGI door
-with plain calls; validation, the mapping to ``ks.keys``, the JSON shapes
-and every error are decided here and nowhere else, so the two doors cannot
-drift apart. A door that fails to answer an effect throws the exception
-into the flow (``run_sync``/``run_async``), where keystile's own errors
-become HTTP refusals and anything else propagates as a bug.
+it yields the I/O it needs (the effects of ``_effects``: ``Authenticate``,
+``ReadBody``, ``KeyCall``, ``AuditCall``) and receives the answers. The
+ASGI door answers with awaits, the WSGI door with plain calls; validation,
+the mapping to ``ks.keys`` and ``ks.audit``, and every error are decided
+here and nowhere else (the JSON shapes in ``_output``), so the two doors
+cannot drift apart. A door that fails to answer an effect throws the
+exception into the flow (``run_sync``/``run_async``), where keystile's own
+errors become HTTP refusals and anything else propagates as a bug.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from keystile._flow import adrive, drive
 from keystile.errors import KeyConflict, KeyInputError, KeyNotFound, ServiceUnavailable
-from keystile.lifecycle import check_name
+from keystile.lifecycle import check_allowed_ips, check_grace, check_name
+from keystile.management._effects import (
+    MAX_BODY,
+    AuditCall,
+    Authenticate,
+    Effect,
+    Flow,
+    KeyCall,
+    ReadBody,
+    Reply,
+)
 from keystile.management._input import (
     JSON_BODY_METHODS,
     NOT_FOUND,
@@ -31,83 +40,42 @@ from keystile.management._input import (
     bad_request,
     check_media_type,
     key_id,
+    optional_key_id,
     parse_object,
-    present,
+    query_days,
 )
+from keystile.management._output import present, present_day, present_event, total_of
 from keystile.pipeline import Refusal
 from keystile.responses import render_refusal
 from keystile.stores.base import KeyRecord
 
 if TYPE_CHECKING:
+    from keystile.audit import AuditEvent
     from keystile.engine import Keystile
-    from keystile.lifecycle import KeyManager
+    from keystile.lifecycle import NewKey
+    from keystile.usage import UsageDay
 
-__all__ = [
-    "MAX_BODY",
-    "Authenticate",
-    "Effect",
-    "KeyAPI",
-    "KeyCall",
-    "ReadBody",
-    "Reply",
-    "run_async",
-    "run_sync",
-]
+__all__ = ["KeyAPI"]
 
 logger = logging.getLogger("keystile.management")
 
-MAX_BODY = 64 * 1024
-"""Largest request body read (bytes): a key request is a few hundred bytes."""
-ALLOWED = "GET, POST, PATCH, DELETE"
 SAVE_NOW = "Save this API key now — it won't be shown again."
+MOST_DAYS = 90
+"""The longest look-back of a read over HTTP: ``usage.retention``'s default, so every
+day asked for is one the store still keeps (Python and the CLI allow more)."""
+RECENT_DAYS = 30  # a key object's requests30d
+# The methods each endpoint takes (ENDPOINTS: "" is the collection itself).
+ALLOWED = {"": "GET, POST, PATCH, DELETE", "rotate": "POST", "usage": "GET", "events": "GET"}
 # Body fields whose JSON name differs from the key API's argument name.
-_JSON_FIELD = {"expires_in_days": "expiresInDays", "rate_limit": "rateLimit"}
-_CREATE_FIELDS = frozenset({"name", "scopes", "expiresInDays", "kind"})
-_PATCH_FIELDS = frozenset({"name", "scopes"})
-
-
-# -- effects: what the flow asks its door to do ----------------------------------
-
-
-@dataclass(frozen=True)
-class Authenticate:
-    """Call the host's ``authenticate(request)``; answer with what it returns."""
-
-
-@dataclass(frozen=True)
-class ReadBody:
-    """Read the request body, at most ``limit`` bytes (raise ``ApiError`` beyond)."""
-
-    limit: int = MAX_BODY
-
-
-@dataclass(frozen=True)
-class KeyCall:
-    """One ``ks.keys`` operation; the async door calls its ``a``-prefixed twin."""
-
-    op: str  # create | list | get | update | revoke
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def run(self, keys: KeyManager) -> Any:
-        return getattr(keys, self.op)(*self.args, **self.kwargs)
-
-    async def arun(self, keys: KeyManager) -> Any:
-        return await getattr(keys, "a" + self.op)(*self.args, **self.kwargs)
-
-
-Effect = Authenticate | ReadBody | KeyCall
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A successful answer: status and JSON payload."""
-
-    status: int
-    payload: Mapping[str, Any]
-
-
-Flow = Generator[Effect, Any, Reply | Refusal]
+_JSON_FIELD = {
+    "expires_in_days": "expiresInDays",
+    "rate_limit": "rateLimit",
+    "grace": "gracePeriod",
+}
+_CREATE_FIELDS = frozenset({"name", "scopes", "expiresInDays", "kind", "allowedIps"})
+_PATCH_FIELDS = frozenset({"name", "scopes", "allowedIps"})
+_ROTATE_FIELDS = frozenset({"gracePeriod"})
+Operation = Generator[Effect, Any, Reply]
 
 
 # -- the API ---------------------------------------------------------------------------
@@ -117,7 +85,8 @@ class KeyAPI:
     """The management API of one engine; built once per app, then stateless.
 
     What the config says (known scopes, the default scopes, the error
-    format) is read here, once, never per request.
+    format, whether usage is counted and the audit trail kept) is read
+    here, once, never per request.
     """
 
     def __init__(self, ks: Keystile) -> None:
@@ -125,9 +94,20 @@ class KeyAPI:
         self.scopes = ScopeRules(ks.config.known_scopes(), ks.scopes)
         self.default_scopes = tuple(ks.config.scopes.default)
         self.error_mode = ks.config.errors
+        self.counting = ks.counting
+        self.audit_kept = ks.config.audit.store
+        self.operations: dict[tuple[str, str], Callable[[ApiRequest, Caller], Operation]] = {
+            ("", "GET"): self._read,
+            ("", "POST"): self._create,
+            ("", "PATCH"): self._update,
+            ("", "DELETE"): self._revoke,
+            ("rotate", "POST"): self._rotate,
+            ("usage", "GET"): self._usage,
+            ("events", "GET"): self._events,
+        }
 
     def handle(self, request: ApiRequest) -> Flow:
-        """Answer one request at the collection's path."""
+        """Answer one request at one of the endpoints (``request.endpoint``)."""
         caller = Caller.of((yield Authenticate()))
         if caller is None:
             # The session is the only way in: a key must not manage keys,
@@ -138,29 +118,21 @@ class KeyAPI:
                 else "Sign in to manage API keys"
             )
             return Refusal(401, "UNAUTHORIZED", message)
+        operation = self.operations.get((request.endpoint, request.method))
+        if operation is None:
+            allowed = ALLOWED[request.endpoint]
+            return Refusal(
+                405,
+                "METHOD_NOT_ALLOWED",
+                "method not allowed; use " + allowed,
+                (("Allow", allowed),),
+            )
         try:
             if request.method in JSON_BODY_METHODS:
                 # Every POST and PATCH, whichever operation it names, before
                 # any body is read or key looked up: see check_media_type.
                 check_media_type(request.method, request.content_type)
-            if request.method == "GET":
-                records = yield KeyCall("list", (caller.org,))
-                return Reply(200, {"data": [present(r) for r in records]})
-            if request.method == "POST":
-                return (yield from self._create(request, caller))
-            if request.method == "PATCH":
-                return (yield from self._update(request, caller))
-            if request.method == "DELETE":
-                target = key_id(request.query)
-                yield from self._own_key(target, caller)
-                yield KeyCall("revoke", (target,))
-                return Reply(200, {"message": "API key revoked"})
-            return Refusal(
-                405,
-                "METHOD_NOT_ALLOWED",
-                "method not allowed; use " + ALLOWED,
-                (("Allow", ALLOWED),),
-            )
+            return (yield from operation(request, caller))
         except ApiError as err:
             return err.refusal
         except KeyInputError as err:
@@ -186,7 +158,28 @@ class KeyAPI:
 
     # -- operations ------------------------------------------------------------------
 
-    def _create(self, request: ApiRequest, caller: Caller) -> Generator[Effect, Any, Reply]:
+    def _read(self, request: ApiRequest, caller: Caller) -> Operation:
+        """``GET``: the org's active keys, or with ``?id=`` one of them.
+
+        The counts are read first: reading them flushes this process's
+        pending writes, so ``lastUsedAt`` below is as fresh as ``requests30d``.
+        """
+        target = optional_key_id(request.query)
+        if target is not None:
+            # (An unknown key is 404 here already; another org's is 404
+            # below, its count never shown.)
+            count = yield from self._recent(target)
+            record = yield from self._org_key(target, caller)
+            return Reply(200, {"data": present(record, count)})
+        totals: dict[str, int] | None = None
+        if self.counting:
+            # One read for the whole list, never one per key.
+            totals = yield KeyCall("usage_totals", (caller.org, RECENT_DAYS))
+        records: list[KeyRecord] = yield KeyCall("list", (caller.org,))
+        shown = [present(r, None if totals is None else totals.get(r.id, 0)) for r in records]
+        return Reply(200, {"data": shown})
+
+    def _create(self, request: ApiRequest, caller: Caller) -> Operation:
         body = yield from self._body(request, _CREATE_FIELDS)
         if "name" not in body:
             raise bad_request("name is required", "name")
@@ -202,6 +195,7 @@ class KeyAPI:
         kind = body.get("kind", "bot")
         if kind not in ("bot", "user"):
             raise bad_request("kind must be 'bot' or 'user'", "kind")
+        ips = _allowed_ips(body.get("allowedIps"))
         new = yield KeyCall(
             "create",
             (name,),
@@ -212,12 +206,12 @@ class KeyAPI:
                 "created_by": caller.user,
                 "user": caller.user if kind == "user" else None,
                 "expires_in_days": days,
+                "allowed_ips": ips,
             },
         )
-        data = {**present(new.record), "apiKey": new.secret}
-        return Reply(201, {"data": data, "message": SAVE_NOW})
+        return self._made(new)
 
-    def _update(self, request: ApiRequest, caller: Caller) -> Generator[Effect, Any, Reply]:
+    def _update(self, request: ApiRequest, caller: Caller) -> Operation:
         target = key_id(request.query)
         body = yield from self._body(request, _PATCH_FIELDS)
         changes: dict[str, Any] = {}
@@ -225,19 +219,82 @@ class KeyAPI:
             changes["name"] = check_name(body["name"])
         if "scopes" in body:
             changes["scopes"] = self.scopes.check(body["scopes"], caller, explicit=True)
+        if "allowedIps" in body:
+            changes["allowed_ips"] = _allowed_ips(body["allowedIps"])
         if not changes:
-            raise bad_request("nothing to change: send name and/or scopes")
+            raise bad_request("nothing to change: send name, scopes and/or allowedIps")
         yield from self._own_key(target, caller)
+        count = yield from self._recent(target)
         record = yield KeyCall("update", (target,), changes)
-        return Reply(200, {"data": present(record)})
+        return Reply(200, {"data": present(record, count)})
+
+    def _revoke(self, request: ApiRequest, caller: Caller) -> Operation:
+        target = key_id(request.query)
+        yield from self._own_key(target, caller)
+        yield KeyCall("revoke", (target,))
+        return Reply(200, {"message": "API key revoked"})
+
+    def _rotate(self, request: ApiRequest, caller: Caller) -> Operation:
+        """``POST rotate?id=``: a successor, shown once; the old key lives ``gracePeriod``."""
+        target = key_id(request.query)
+        # The body is optional: `{}`, or nothing at all, rotates with no grace.
+        body = yield from self._body(request, _ROTATE_FIELDS, optional=True)
+        grace = body.get("gracePeriod")
+        try:
+            if grace is not None and not isinstance(grace, str):
+                raise TypeError(grace)
+            check_grace(grace)
+        except (TypeError, KeyInputError):
+            raise bad_request(
+                "gracePeriod must be a duration from '0s' to '365d', such as '24h'",
+                "gracePeriod",
+            ) from None
+        yield from self._own_key(target, caller)
+        new = yield KeyCall("rotate", (target,), {"grace": grace})
+        return self._made(new)
+
+    def _usage(self, request: ApiRequest, caller: Caller) -> Operation:
+        """``GET usage?id=&days=``: one entry per UTC day, oldest first, zeros included."""
+        target = key_id(request.query)
+        days = query_days(request.query, RECENT_DAYS, MOST_DAYS)
+        # Revoked and expired keys answer too: their last weeks are what one
+        # reads after a leak.
+        yield from self._org_key(target, caller, active=False)
+        usage: list[UsageDay] = yield KeyCall("usage", (target, days))
+        return Reply(200, {"data": [present_day(day) for day in usage]})
+
+    def _events(self, request: ApiRequest, caller: Caller) -> Operation:
+        """``GET events?id=&days=``: the org's audit trail (or one key's), newest first."""
+        target = optional_key_id(request.query)
+        days = query_days(request.query, 7, MOST_DAYS)
+        if not self.audit_kept:
+            raise ApiError(
+                501,
+                "NOT_IMPLEMENTED",
+                "this server does not keep the audit trail (audit.store is false)",
+            )
+        if target is not None:
+            yield from self._org_key(target, caller, active=False)
+        events: list[AuditEvent] = yield AuditCall("events", (caller.org, target, days))
+        return Reply(200, {"data": [present_event(e) for e in events]})
+
+    # -- shared steps ----------------------------------------------------------------
+
+    def _org_key(
+        self, target: str, caller: Caller, *, active: bool = True
+    ) -> Generator[Effect, Any, KeyRecord]:
+        """The key ``target`` of the caller's org (and ``active``, unless told otherwise)."""
+        record: KeyRecord = yield KeyCall("get", (target,))
+        # Another org's key answers exactly as an unknown one: ids must not
+        # be probeable across tenants. Revoked and expired keys are gone too,
+        # except to the reads of what a key did (usage, events).
+        if record.org != caller.org or (active and not record.is_active(self.ks.now())):
+            raise KeyNotFound(target)
+        return record
 
     def _own_key(self, target: str, caller: Caller) -> Generator[Effect, Any, KeyRecord]:
         """The key ``target`` if ``caller`` may change it; the gate of every write to one key."""
-        record: KeyRecord = yield KeyCall("get", (target,))
-        # Another org's key answers exactly as an unknown one: ids must not
-        # be probeable across tenants. Revoked and expired keys are gone too.
-        if record.org != caller.org or not record.is_active(self.ks.now()):
-            raise KeyNotFound(target)
+        record = yield from self._org_key(target, caller)
         # Only then who may act on it: a 403 here tells nothing the caller's
         # own org listing does not already show.
         if not caller.may_change(record):
@@ -246,11 +303,26 @@ class KeyAPI:
             )
         return record
 
+    def _recent(self, target: str) -> Generator[Effect, Any, int | None]:
+        """A key's ``requests30d`` (``None`` if usage is not counted); flushes pending writes."""
+        if not self.counting:
+            return None
+        usage: list[UsageDay] = yield KeyCall("usage", (target, RECENT_DAYS))
+        return total_of(usage)
+
+    def _made(self, new: NewKey) -> Reply:
+        """A key just created or rotated: its secret, shown this once, and nothing served yet."""
+        data = {**present(new.record, 0 if self.counting else None), "apiKey": new.secret}
+        return Reply(201, {"data": data, "message": SAVE_NOW})
+
     def _body(
-        self, request: ApiRequest, allowed: frozenset[str]
+        self, request: ApiRequest, allowed: frozenset[str], *, optional: bool = False
     ) -> Generator[Effect, Any, dict[str, Any]]:
         raw: bytes = yield ReadBody(MAX_BODY)
-        return parse_object(raw, allowed, _CREATE_FIELDS)
+        if optional and not raw.strip():
+            return {}
+        # A field of another operation's body is named as one that cannot change.
+        return parse_object(raw, allowed, _CREATE_FIELDS | allowed)
 
     # -- output ------------------------------------------------------------------------
 
@@ -267,25 +339,11 @@ class KeyAPI:
         return answer.status, headers, body
 
 
-# -- drivers: the only place sync and async differ ------------------------------------------
-
-
-def run_sync(flow: Flow, keys: KeyManager, answer: Callable[[Effect], Any]) -> Reply | Refusal:
-    """Drive a flow with blocking calls (``answer`` handles the door's own effects)."""
-
-    def perform(effect: Effect) -> Any:
-        return effect.run(keys) if isinstance(effect, KeyCall) else answer(effect)
-
-    # Every exception goes back into the flow, which decides what becomes a refusal.
-    return drive(flow, perform, Exception)
-
-
-async def run_async(
-    flow: Flow, keys: KeyManager, answer: Callable[[Effect], Awaitable[Any]]
-) -> Reply | Refusal:
-    """Drive a flow with awaits, so the event loop never blocks on the store."""
-
-    async def perform(effect: Effect) -> Any:
-        return await (effect.arun(keys) if isinstance(effect, KeyCall) else answer(effect))
-
-    return await adrive(flow, perform, Exception)
+def _allowed_ips(value: Any) -> tuple[str, ...]:
+    """``allowedIps`` as the lifecycle checks it, the error naming the JSON field."""
+    if value is None:
+        return ()
+    try:
+        return check_allowed_ips(value)
+    except KeyInputError as exc:
+        raise bad_request(str(exc), "allowedIps") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from keystile.pipeline import Refusal
@@ -18,6 +17,7 @@ from keystile.scopes import ScopePolicy, is_pattern, is_well_formed
 from keystile.stores.base import KeyRecord
 
 __all__ = [
+    "ENDPOINTS",
     "JSON_BODY_METHODS",
     "NOT_FOUND",
     "PATH_NOT_FOUND",
@@ -25,13 +25,14 @@ __all__ = [
     "ApiRequest",
     "Caller",
     "ScopeRules",
+    "api_paths",
     "bad_request",
     "body_too_large",
     "check_media_type",
-    "collection_paths",
     "key_id",
+    "optional_key_id",
     "parse_object",
-    "present",
+    "query_days",
 ]
 
 
@@ -73,6 +74,7 @@ class ApiRequest:
 
     method: str
     query: tuple[tuple[str, str], ...] = ()
+    endpoint: str = ""  # one of ENDPOINTS: which path under the prefix was asked
     content_type: str | None = None
     carries_api_key: bool = False
 
@@ -210,22 +212,12 @@ def parse_object(
     return data
 
 
-def present(record: KeyRecord) -> dict[str, Any]:
-    """A key as the API shows it: never its secret, digest or owner's session."""
-    return {
-        "id": record.id,
-        "name": record.name,
-        "keyPrefix": record.prefix,
-        "scopes": list(record.scopes),
-        "rateLimit": record.rate_limit,
-        "lastUsedAt": _iso(record.last_used_at),
-        "expiresAt": _iso(record.expires_at),
-        "createdAt": _iso(record.created_at),
-    }
+ENDPOINTS = ("", "rotate", "usage", "events")
+"""What lives under the prefix: the collection itself (``""``), then its sub-paths."""
 
 
-def collection_paths(prefix: str) -> tuple[str, str]:
-    """The collection's path, with and without a trailing slash (both answer).
+def api_paths(prefix: str) -> tuple[tuple[str, str], ...]:
+    """Each endpoint's path, with and without a trailing slash (both answer), and its name.
 
     A literal path only: placeholders or a query would make the routers of
     the two doors read the prefix differently.
@@ -237,15 +229,48 @@ def collection_paths(prefix: str) -> tuple[str, str]:
         or "//" in prefix
     ):
         raise ValueError(f"prefix must be a literal path such as '/api/v1/keys', not {prefix!r}")
-    path = prefix.rstrip("/")
-    return (path, path + "/") if path else ("/", "/")
+    base = prefix.rstrip("/")
+    paths: dict[str, str] = {base or "/": "", base + "/": ""}
+    for name in ENDPOINTS[1:]:
+        paths[f"{base}/{name}"] = paths[f"{base}/{name}/"] = name
+    return tuple(paths.items())
 
 
 def key_id(query: Sequence[tuple[str, str]]) -> str:
+    found = optional_key_id(query)
+    if found is None:
+        raise bad_request("give exactly one key id as ?id=KEY_ID", "id")
+    return found
+
+
+def optional_key_id(query: Sequence[tuple[str, str]]) -> str | None:
+    """The one ``?id=`` of the query, ``None`` without one; two, or an empty one, are 400."""
     ids = [value for name, value in query if name == "id"]
+    if not ids:
+        return None
     if len(ids) != 1 or not ids[0]:
         raise bad_request("give exactly one key id as ?id=KEY_ID", "id")
     return ids[0]
+
+
+def query_days(query: Sequence[tuple[str, str]], default: int, most: int) -> int:
+    """The ``?days=`` of a read: a whole number from 1 to ``most``, ``default`` without one.
+
+    Plain ASCII digits only: ``int()`` would also take ``" 7"``, ``"+7"``,
+    ``"7_0"`` and other scripts' digits, each a spelling that another
+    reader of the same URL (a cache, a log query) may see differently.
+    """
+    given = [value for name, value in query if name == "days"]
+    if not given:
+        return default
+    value = given[0]
+    if (
+        len(given) != 1
+        or not (value.isascii() and value.isdigit() and len(value) <= 3)
+        or not 1 <= int(value) <= most
+    ):
+        raise bad_request(f"days must be one whole number from 1 to {most}", "days")
+    return int(value)
 
 
 def _forbidden(message: str) -> ApiError:
@@ -268,11 +293,3 @@ def _no_constant(name: str) -> Any:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _iso(when: datetime | None) -> str | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:  # some SQL backends hand back naive UTC
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

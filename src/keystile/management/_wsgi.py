@@ -10,23 +10,23 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from keystile.management._core import (
+from keystile.management._core import KeyAPI
+from keystile.management._effects import (
     Authenticate,
     Effect,
-    KeyAPI,
     ReadBody,
     run_sync,
 )
 from keystile.management._input import (
     PATH_NOT_FOUND,
     ApiRequest,
+    api_paths,
     bad_request,
     body_too_large,
-    collection_paths,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class KeysWSGIApp:
         self.authenticate = authenticate
         # No `methods` on the rules: every method reaches the flow, which
         # answers 405 as JSON. No slash redirects: both spellings are routed.
-        rules = [Rule(path, endpoint="keys") for path in dict.fromkeys(collection_paths(prefix))]
+        rules = [Rule(path, endpoint=name) for path, name in api_paths(prefix)]
         self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
 
     def __repr__(self) -> str:
@@ -55,16 +55,21 @@ class KeysWSGIApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        if self.url_map.bind_to_environ(environ).test():
+        try:
+            name, _ = self.url_map.bind_to_environ(environ).match()
+        except NotFound:
+            name = None
+        if name is not None:
             view = ApiRequest(
                 method=request.method,
                 query=tuple(request.args.items(multi=True)),
+                endpoint=name,
                 content_type=request.headers.get("Content-Type"),
                 carries_api_key=ApiRequest.sent_api_key(
                     request.headers.get("Authorization"), request.headers.get("X-Api-Key")
                 ),
             )
-            result = run_sync(self.api.handle(view), self.api.ks.keys, self._answerer(request))
+            result = run_sync(self.api.handle(view), self.api.ks, self._answerer(request))
         else:
             result = PATH_NOT_FOUND
         status, headers, body = self.api.render(result)

@@ -175,6 +175,7 @@ READ_ONLY = frozenset(
         for name in (
             "get",
             "find_by_digest",
+            "find_by_digests",
             "find_imported",
             "ping",
             "read_usage",

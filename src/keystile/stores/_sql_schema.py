@@ -218,6 +218,24 @@ def op_find_by_digest(conn: Connection, digest: str) -> KeyRecord | None:
     return _select_one(conn, _k.digest == digest)
 
 
+# Bound parameters per IN (...) list: far below SQLite's oldest limit (999).
+IN_CHUNK = 500
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    unique = list(dict.fromkeys(values))
+    return [unique[i : i + IN_CHUNK] for i in range(0, len(unique), IN_CHUNK)]
+
+
+def op_find_by_digests(conn: Connection, digests: list[str]) -> list[KeyRecord]:
+    """Every key among ``digests``, a statement per 500: a leak report's batch lookup."""
+    found: list[KeyRecord] = []
+    for chunk in _chunks(digests):
+        rows = conn.execute(sa.select(keys_table).where(_k.digest.in_(chunk)))
+        found.extend(_record(r) for r in rows)
+    return found
+
+
 def op_find_imported(conn: Connection, lookup_prefix: str) -> list[KeyRecord]:
     rows = conn.execute(
         sa.select(keys_table).where(
@@ -264,6 +282,23 @@ def op_revoke_user(conn: Connection, org: str, user: str, now: datetime) -> list
             .values(revoked_at=_to_db(now), user_slot=None)
         )
     return ids
+
+
+def op_revoke_many(conn: Connection, key_ids: list[str], now: datetime) -> list[KeyRecord]:
+    """Revoke the keys of ``key_ids`` not yet revoked; the records of those it revoked."""
+    revoked: list[KeyRecord] = []
+    for chunk in _chunks(key_ids):
+        where = sa.and_(_k.id.in_(chunk), _k.revoked_at.is_(None))
+        rows = [_record(r) for r in conn.execute(sa.select(keys_table).where(where))]
+        if rows:
+            ids = [r.id for r in rows]
+            conn.execute(
+                sa.update(keys_table)
+                .where(_k.id.in_(ids), _k.revoked_at.is_(None))
+                .values(revoked_at=_to_db(now), user_slot=None)
+            )
+            revoked.extend(r.replace(revoked_at=now) for r in rows)
+    return revoked
 
 
 def op_rotate(

@@ -34,11 +34,13 @@ __all__ = [
 #   insert(record, now) -> None                 KeyConflict on a taken user slot
 #   get(key_id) -> KeyRecord | None
 #   find_by_digest(digest) -> KeyRecord | None
+#   find_by_digests(digests: list[str]) -> list[KeyRecord]   those found, any state (leak reports)
 #   find_imported(lookup_prefix) -> list[KeyRecord]
 #   list(org: str | None, now) -> list[KeyRecord]          active keys, oldest first
 #   update(key_id, changes: dict) -> KeyRecord | None      any KeyRecord fields
 #   revoke(key_id, now) -> KeyRecord | None                 None if unknown
 #   revoke_user(org, user, now) -> list[str]                ids revoked
+#   revoke_many(key_ids: list[str], now) -> list[KeyRecord]  those revoked by this call
 #   rotate(old_id, new_record, old_expires_at, now) -> KeyRecord | None  old record
 #   touch(last_used: dict[str, datetime]) -> None           write-behind of last_used_at
 #   audit(events: list[AuditEvent]) -> None                 append audit events
@@ -67,11 +69,13 @@ STORE_OPS = frozenset(
         "insert",
         "get",
         "find_by_digest",
+        "find_by_digests",
         "find_imported",
         "list",
         "update",
         "revoke",
         "revoke_user",
+        "revoke_many",
         "rotate",
         "touch",
         "ping",
@@ -145,6 +149,12 @@ class KeyRecord:
 
     def is_active(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def status(self, now: datetime) -> str:
+        """``active``, ``revoked`` or ``expired`` (revoked wins when both hold)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_active(now) else "expired"
 
     @property
     def slot(self) -> str | None:

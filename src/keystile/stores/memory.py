@@ -94,6 +94,10 @@ class MemoryKeyStore:
     def _overrides_(self) -> dict[str, str]:
         return dict(sorted(self._overrides.items()))
 
+    def _find_by_digests(self, digests: list[str]) -> list[KeyRecord]:
+        ids = (self._by_digest.get(d) for d in digests)
+        return [self._by_id[key_id] for key_id in dict.fromkeys(ids) if key_id is not None]
+
     def _find_imported(self, lookup_prefix: str) -> list[KeyRecord]:
         return [
             r
@@ -139,6 +143,14 @@ class MemoryKeyStore:
         for key_id in ids:
             self._revoke(key_id, now)
         return ids
+
+    def _revoke_many(self, key_ids: list[str], now: datetime) -> list[KeyRecord]:
+        revoked = []
+        for key_id in dict.fromkeys(key_ids):
+            old = self._by_id.get(key_id)
+            if old is not None and old.revoked_at is None:
+                revoked.append(self._revoke(key_id, now))
+        return [r for r in revoked if r is not None]
 
     def _rotate(
         self, old_id: str, new: KeyRecord, old_expires_at: datetime, now: datetime

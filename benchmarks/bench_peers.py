@@ -158,6 +158,18 @@ def main() -> None:
             if ks and other:
                 ratio = ks[0] / other[0]
                 print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio:.2f}x")
+        # Issue 13's yardstick: the time each layer adds per request,
+        # 1/rps(with it) - 1/rps(bare), keystile's against the hand-rolled stack's.
+        bare = results.get(("bare-fastapi", endpoints))
+        hand = results.get(("handrolled-fastapi", endpoints))
+        if ks and bare and hand:
+            ours = 1 / ks[0] - 1 / bare[0]
+            theirs = 1 / hand[0] - 1 / bare[0]
+            share = ours / theirs if theirs > 0 else float("inf")
+            print(
+                f"{endpoints:>5} endpoints: time added per request: keystile {ours * 1e6:.0f} µs, "
+                f"hand-rolled {theirs * 1e6:.0f} µs, ratio {share:.2f} (goal <= 0.33)"
+            )
 
 
 if __name__ == "__main__":

@@ -261,10 +261,13 @@ def _wait_until_ready(server: subprocess.Popen[bytes], port: int) -> list[int]:
                 conn.close()
         except (OSError, http.client.HTTPException):
             pass
-        if len(workers) == 2 and seen:
+        # Both workers must answer before the load starts: the clients keep
+        # their connections, so a worker still starting (it checks the store
+        # and warms the limiter first) would otherwise never get one.
+        if len(workers) == 2 and len(seen) == 2:
             return workers
-        time.sleep(0.1)
-    raise RuntimeError("uvicorn did not start two workers within 30 s")
+        time.sleep(0.1 if len(seen) < 1 else 0.01)
+    raise RuntimeError(f"uvicorn did not have two workers answering within 30 s (saw {seen})")
 
 
 def _made_up_key() -> str:

@@ -10,6 +10,8 @@ Conventions in ``docs/**/*.md`` (the first line of a fenced block):
 - ```` ```yaml ```` starting ``# test: config``: must pass ``load_config``;
 - ```` ```python ```` starting ``# test: run``: executed as it stands in that
   directory (a guide's script: it asserts what it shows);
+- a shell block (```` ``` ````) starting ``# test: cli``: each line is a
+  ``keystile`` command, run in that directory; each must exit 0;
 - ```` ```python ```` starting ``# test: dashboard-NAME`` or
   ``# test: management-NAME``: an app mounting the dashboard or the
   management API, executed there and driven by a test below (the management
@@ -42,7 +44,7 @@ from tests.conftest import PEPPER
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 MARK = re.compile(r"#\s*test:\s*(.+?)\s*$")
 
 
@@ -288,6 +290,29 @@ def test_guides_have_runnable_scripts() -> None:
 def test_guide_script_runs(block: Block, quickstart_dir: tuple[Path, str]) -> None:
     namespace: dict[str, Any] = {"__name__": "docs_guide_script"}
     exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
+
+
+CLIS = [b for b in BLOCKS if b.mark == "cli"]
+
+
+def test_guides_have_cli_blocks() -> None:
+    assert CLIS and all(b.language == "" for b in CLIS)
+
+
+@pytest.mark.parametrize("block", CLIS, ids=lambda b: f"{b.page}:{b.line}")
+def test_guide_cli_block_runs(
+    block: Block, quickstart_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    from keystile.cli import main
+
+    for line in block.code.splitlines()[1:]:
+        argv = shlex.split(line, comments=True)
+        if argv:
+            assert argv[0] == "keystile", line
+            status = main(argv[1:])
+            assert status == 0, f"{line}: exit {status}\n{capsys.readouterr()}"
 
 
 # -- the dashboard's quickstarts ----------------------------------------------------------------

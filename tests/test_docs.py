@@ -9,7 +9,13 @@ Conventions in ``docs/**/*.md`` (the first line of a fenced block):
   directory first;
 - ```` ```yaml ```` starting ``# test: config``: must pass ``load_config``;
 - ```` ```python ```` starting ``# test: run``: executed as it stands in that
-  directory (a guide's script: it asserts what it shows).
+  directory (a guide's script: it asserts what it shows);
+- a shell block (```` ``` ````) starting ``# test: cli``: each line is a
+  ``keystile`` command, run in that directory; each must exit 0;
+- ```` ```python ```` starting ``# test: dashboard-NAME`` or
+  ``# test: management-NAME``: an app mounting the dashboard or the
+  management API, executed there and driven by a test below (the management
+  ones after the page's ``# test: config`` routes are added to the config).
 
 mkdocs itself is not needed here; CI builds the site with ``mkdocs build
 --strict`` separately.
@@ -38,7 +44,7 @@ from tests.conftest import PEPPER
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 MARK = re.compile(r"#\s*test:\s*(.+?)\s*$")
 
 
@@ -286,6 +292,29 @@ def test_guide_script_runs(block: Block, quickstart_dir: tuple[Path, str]) -> No
     exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
 
 
+CLIS = [b for b in BLOCKS if b.mark == "cli"]
+
+
+def test_guides_have_cli_blocks() -> None:
+    assert CLIS and all(b.language == "" for b in CLIS)
+
+
+@pytest.mark.parametrize("block", CLIS, ids=lambda b: f"{b.page}:{b.line}")
+def test_guide_cli_block_runs(
+    block: Block, quickstart_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    from keystile.cli import main
+
+    for line in block.code.splitlines()[1:]:
+        argv = shlex.split(line, comments=True)
+        if argv:
+            assert argv[0] == "keystile", line
+            status = main(argv[1:])
+            assert status == 0, f"{line}: exit {status}\n{capsys.readouterr()}"
+
+
 # -- the dashboard's quickstarts ----------------------------------------------------------------
 
 
@@ -335,5 +364,74 @@ def test_dashboard_flask_snippet_serves_the_page(quickstart_dir: tuple[Path, str
             session.update(user_id="u_1", org_id="acme", is_admin=True)
         page = client.get("/dashboard/api-keys/")
         assert page.status_code == 200 and b"docs" in page.data
+    finally:
+        snippet["ks"].close()
+
+
+# -- the management API's mounts -----------------------------------------------------------------
+
+
+def _management_snippet(name: str, directory: Path) -> dict[str, Any]:
+    """The page's app, run on the quickstart config plus the page's public routes."""
+    (public,) = [b for b in CONFIGS if b.page == "management-api.md"]
+    path = directory / "keystile.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["routes"] = yaml.safe_load(public.code)["routes"] + config["routes"]
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    block = _by_mark("management-")[name]
+    namespace: dict[str, Any] = {"__name__": f"docs_management_{name}"}
+    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
+    return namespace
+
+
+def test_every_management_snippet_is_tested() -> None:
+    assert set(_by_mark("management-")) == {"starlette", "flask"}
+
+
+def test_management_starlette_snippet_serves_the_session_not_api_keys(
+    quickstart_dir: tuple[Path, str],
+) -> None:
+    import base64
+
+    from itsdangerous import TimestampSigner
+    from starlette.testclient import TestClient
+
+    directory, secret = quickstart_dir
+    snippet = _management_snippet("starlette", directory)
+    user = {"user": {"id": "u_1", "org": "acme", "is_admin": True}}
+    cookie = TimestampSigner("change-me").sign(base64.b64encode(json.dumps(user).encode()))
+    session = {"Cookie": f"session={cookie.decode()}"}
+    try:
+        with TestClient(snippet["app"]) as client:
+            listed = client.get("/admin/api/v1/keys", headers=session)
+            assert listed.status_code == 200, listed.text
+            assert [k["name"] for k in listed.json()["data"]] == ["docs"]
+            made = client.post("/admin/api/v1/keys", json={"name": "CI"}, headers=session)
+            assert made.status_code == 201 and made.json()["data"]["apiKey"]
+            # An API key is no session: the API itself refuses it.
+            keyed = client.get("/admin/api/v1/keys", headers={"Authorization": f"Bearer {secret}"})
+            assert keyed.status_code == 401 and "WWW-Authenticate" not in keyed.headers
+            client.portal.call(snippet["ks"].aclose)  # the async store of the client's loop
+    finally:
+        snippet["ks"].close()
+
+
+def test_management_flask_snippet_serves_the_session_not_api_keys(
+    quickstart_dir: tuple[Path, str],
+) -> None:
+    directory, secret = quickstart_dir
+    snippet = _management_snippet("flask", directory)
+    client = snippet["app"].test_client()
+    try:
+        with client.session_transaction() as session:
+            session.update(user_id="u_1", org_id="acme", is_admin=True)
+        listed = client.get("/admin/api/v1/keys")
+        assert listed.status_code == 200, listed.get_data(as_text=True)
+        assert [k["name"] for k in listed.get_json()["data"]] == ["docs"]
+        made = client.post("/admin/api/v1/keys", json={"name": "CI"})
+        assert made.status_code == 201 and made.get_json()["data"]["apiKey"]
+        client.delete_cookie("session")
+        keyed = client.get("/admin/api/v1/keys", headers={"Authorization": f"Bearer {secret}"})
+        assert keyed.status_code == 401 and "WWW-Authenticate" not in keyed.headers
     finally:
         snippet["ks"].close()

@@ -176,7 +176,7 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
             line = proc.stdout.readline()
             assert line, "".join(lines)
             lines.append(line)
-        assert any("generated a random pepper" in line for line in lines)
+        assert any("made a pepper in keystile-demo/pepper" in line for line in lines)
         curls = [line for line in lines if line.startswith("curl")]
         for _ in range(100):  # wait for the server to listen
             try:
@@ -210,3 +210,53 @@ def test_demo_serves_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> Non
         if proc.stdout:
             proc.stdout.close()
     assert (tmp_path / "keystile-demo" / "demo.db").exists()
+    assert (tmp_path / "keystile-demo" / "pepper").stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_keeps_its_pepper_so_the_keys_of_the_last_run_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from starlette.testclient import TestClient
+
+    from keystile.demo import DEMO_CONFIG, build_app, demo_pepper
+
+    monkeypatch.delenv("KEYSTILE_PEPPER", raising=False)
+    config = {**DEMO_CONFIG, "store": f"sqlite:///{tmp_path / 'demo.db'}"}
+    first_out, second_out = io.StringIO(), io.StringIO()
+    first = demo_pepper(tmp_path, first_out)
+    assert (tmp_path / "pepper").stat().st_mode & 0o777 == 0o600
+    with Keystile(config, pepper=first) as ks:
+        key = ks.keys.create(name="last run", scopes=["events:read"], org="demo")
+    second = demo_pepper(tmp_path, second_out)
+    assert second == first
+    with Keystile(config, pepper=second) as ks, TestClient(build_app(ks)) as client:
+        reply = client.get("/api/v1/events", headers={"Authorization": f"Bearer {key.secret}"})
+        assert (reply.status_code, reply.json()["key"]) == (200, key.id)
+    assert first not in first_out.getvalue() + second_out.getvalue()  # never printed
+    assert "using the pepper kept in" in second_out.getvalue()
+
+
+def test_demo_prints_a_line_per_request_with_the_key_id_and_never_the_secret() -> None:
+    import io
+
+    from starlette.testclient import TestClient
+
+    from keystile.demo import DEMO_CONFIG, build_app
+
+    out = io.StringIO()
+    with Keystile({**DEMO_CONFIG, "store": "memory://"}, pepper=PEPPER) as ks:
+        key = ks.keys.create(name="reader", scopes=["events:read"], org="demo")
+        bearer = {"Authorization": f"Bearer {key.secret}"}
+        with TestClient(build_app(ks, out)) as client:
+            client.get("/api/v1/events", headers=bearer)
+            client.get("/api/v1/events?api_key=" + key.secret)
+            client.put("/api/v1/events/1", headers=bearer)
+            client.get("/health")
+    assert out.getvalue().splitlines() == [
+        f"demo: GET /api/v1/events -> 200 {key.id}",
+        "demo: GET /api/v1/events -> 401 (no key)",
+        f"demo: PUT /api/v1/events/1 -> 403 {key.id}",
+        "demo: GET /health -> 200 (no key)",
+    ]

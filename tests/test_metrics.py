@@ -51,3 +51,27 @@ def test_without_install_no_metrics_are_kept() -> None:
     ks = Keystile(CONFIG, pepper=PEPPER)
     assert ks.metrics is None
     ks.close()
+
+
+def test_the_metrics_page_names_every_series_and_label_and_no_other() -> None:
+    """docs/metrics.md cannot drift from what ``keystile.metrics`` registers."""
+    import json
+    import re
+    from pathlib import Path
+
+    from keystile.metrics import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    # One observation per series, so every sample (buckets, _created...) exists.
+    metrics.decisions.labels("admitted", "").inc()
+    metrics.observe_call("store", 0.001)
+    samples = [s for family in registry.collect() for s in family.samples]
+    names = {s.name for s in samples}
+    labels = {label for s in samples for label in s.labels}
+    page = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text("utf-8")
+    assert names and {n for n in names if f"`{n}`" not in page} == set()
+    assert labels and {label for label in labels if f"`{label}`" not in page} == set()
+    assert set(re.findall(r"keystile_[a-z_]+", page)) - {"keystile_metrics"} <= names
+    (dashboard,) = re.findall(r"^```json\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+    assert len(json.loads(dashboard)["panels"]) >= 4

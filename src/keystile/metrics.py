@@ -17,6 +17,7 @@ Exposed:
   makes no store call, so the store histogram shows cache misses only.
 
 Labels never carry a key, a key id or an org: their number stays bounded.
+Every series, its labels, PromQL and a Grafana dashboard: docs/metrics.md.
 Timing costs two clock reads per backend call, and only once installed.
 """
 

@@ -114,7 +114,10 @@ class MemoryLimiter:
     def _guard(self, guard: tuple[LimitSpec, ...], now: float) -> LimitResult | None:
         """The refusal when a guard has no room left, else None (nothing spent)."""
         buckets = self._buckets
-        if not any(spec.counter in buckets for spec in guard):
+        for spec in guard:
+            if spec.counter in buckets:
+                break
+        else:
             return None  # the common case: a caller with no recent failures
         looks = self._look(guard, now)
         if all(used < spec.amount for spec, _, used, _ in looks):

@@ -412,3 +412,39 @@ def test_a_unit_given_back_leaves_no_bucket_behind(strategy: str) -> None:
     # Nothing left to count: the bucket is gone, so a guard on it is one dict lookup.
     assert "buckets=0" in repr(limiter)
     assert limiter.hit_all(LimitCall(auth, peek=True)).states[0].remaining == 3
+
+
+def test_a_burst_of_one_valid_key_at_a_cache_miss_spends_no_budget(
+    door_kind: str, storage: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 concurrent requests of one client's valid key, cold cache, a budget of 5: all 200.
+
+    They share one store lookup (slowed to 50 ms inside it, so they overlap)
+    and spend nothing of the address's failed-auth budget.
+    """
+    door, ks = open_door(opened, door_kind, storage, {"failed_auth": "5/minute"})
+    secret = str(ks.keys.create(name="busy", org="acme").secret)
+    store = ks.store
+    execute = store.execute
+    lookups: list[str] = []
+
+    def slow(op: str, *args: Any) -> Any:
+        if op == "find_by_digest":
+            lookups.append(op)
+            time.sleep(0.05)
+        return execute(op, *args)
+
+    async def aslow(op: str, *args: Any) -> Any:
+        if op == "find_by_digest":
+            lookups.append(op)
+            await asyncio.sleep(0.05)
+        return execute(op, *args)
+
+    monkeypatch.setattr(store, "execute", slow)
+    monkeypatch.setattr(store, "aexecute", aslow)
+    replies = door.burst([{"key": secret, "client": "10.1.2.3"}] * 40)
+    assert Counter(r.status for r in replies) == {200: 40}
+    assert 1 <= len(lookups) < 40
+    # The budget is whole: five failures still answer 401, the sixth 429.
+    statuses = [door("GET", "/api/v1/events", client="10.1.2.3").status for _ in range(6)]
+    assert statuses == [401] * 5 + [429]

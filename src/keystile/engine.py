@@ -124,6 +124,7 @@ class Keystile:
         )
         self._store_lock = threading.Lock()
         self._finds = Coalescer()  # concurrent cache misses of one digest: one lookup
+        self._claims: set[str] = set()  # digests whose lookup a request leads (see pipeline)
         self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
         self.limits = LimitOverrides(self)
@@ -256,6 +257,23 @@ class Keystile:
             specs = specs_for_key(self.config, rule, rule_id, context.record)
             call = context.limit_calls[id(rule)] = LimitCall(specs)
         return call
+
+    def claim_lookup(self, digest: str) -> bool:
+        """Whether this request leads the lookup of ``digest``; False if another already does.
+
+        A claim spans the failed-auth unit spent before the lookup and the
+        lookup itself, so requests arriving while either runs know to share
+        it. Two threads may both lead in a rare race: each then spends a
+        unit, as without the claim. ``release_lookup`` ends it.
+        """
+        claims = self._claims
+        if digest in claims:
+            return False
+        claims.add(digest)
+        return True
+
+    def release_lookup(self, digest: str) -> None:
+        self._claims.discard(digest)
 
     def key_type_of(self, credential: str) -> str | None:
         """The key type whose format ``credential`` has (checksum included), or None."""

@@ -262,6 +262,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     record: KeyRecord | None = None
     # The failed-auth unit spent before asking the store (None: none spent).
     spent: LimitResult | None = None
+    sharing = False  # joined another request's lookup of this digest, spending nothing
     key_type: str | None
     if isinstance(cached, KeyRecord):
         # This exact credential passed the format and checksum check when it
@@ -274,24 +275,33 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
             # The store (or a slow hash) must answer. Spend a unit of the
             # budget first, so that N concurrent guesses from one address
             # ask the store at most ``failed_auth`` times, never N; the unit
-            # comes back if the key proves valid.
-            if auth:
-                call = LimitCall(auth)
-                if ks.limiter.refunds:
-                    refusal, spent = yield from _count(ks, call, TOO_MANY_FAILURES)
-                else:  # this storage counts each 401 after the fact
-                    call.peek = True
-                    refusal, _ = yield from _count(ks, call, TOO_MANY_FAILURES)
-                if refusal is not None:
-                    return refusal
+            # comes back if the key proves valid. A request whose digest is
+            # already being looked up shares that lookup and spends nothing
+            # (a 401 still spends, below): one client's burst of one key at a
+            # cache expiry is one lookup, not a budget's worth of 429s.
+            leads = key_type is None or ks.claim_lookup(digest)
+            sharing = not leads
             try:
-                if key_type is not None:
-                    record = yield from _lookup(ks.cache, digest)
-                else:
-                    record = yield from _lookup_imported(ks, secret)
-            except StoreUnavailable as exc:
-                yield from _give_back(spent, auth)
-                return _store_down(ks, exc)
+                if auth and leads:
+                    call = LimitCall(auth)
+                    if ks.limiter.refunds:
+                        refusal, spent = yield from _count(ks, call, TOO_MANY_FAILURES)
+                    else:  # this storage counts each 401 after the fact
+                        call.peek = True
+                        refusal, _ = yield from _count(ks, call, TOO_MANY_FAILURES)
+                    if refusal is not None:
+                        return refusal
+                try:
+                    if key_type is not None:
+                        record = yield from _lookup(ks.cache, digest)
+                    else:
+                        record = yield from _lookup_imported(ks, secret)
+                except StoreUnavailable as exc:
+                    yield from _give_back(spent, auth)
+                    return _store_down(ks, exc)
+            finally:
+                if leads and key_type is not None:
+                    ks.release_lookup(digest)
             # The store found the row by its digest; compare again in constant
             # time so no code path depends on a partial match.
             if record is not None and not hmac.compare_digest(record.digest or "", digest):
@@ -311,7 +321,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     # The key is valid: the unit spent on its lookup comes back; a key the
     # cache answered for instead makes sure its address has budget left.
     refund = auth if spent is not None else ()
-    guard = auth if record is cached else ()
+    guard = auth if record is cached or sharing else ()
 
     context = ks.key_context(record)
     refusal = _key_refusal(ks, view, match, method, record, context, credential.source)

@@ -76,8 +76,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from keystile import (
+    _cli_check,
+    _cli_db,
+    _cli_keys,
+    _cli_limits,
+    _cli_patterns,
+    _cli_progress,
+    _cli_usage,
+)
 from keystile import _cli_format as fmt
-from keystile import _cli_limits, _cli_patterns, _cli_usage
 from keystile.__about__ import __version__
 from keystile._cli_command import (
     EXIT_FAILED,
@@ -90,6 +98,7 @@ from keystile._cli_command import (
 from keystile._cli_command import config_path as _config_path
 from keystile._cli_command import engine as _engine
 from keystile._cli_command import print_json as _print_json
+from keystile._cli_command import verbose as _verbose
 from keystile.config import load_config
 from keystile.errors import (
     ConfigError,
@@ -99,7 +108,7 @@ from keystile.errors import (
     KeystileError,
     ServiceUnavailable,
 )
-from keystile.stores import is_memory_url
+from keystile.sansio import normalize_path
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
@@ -110,6 +119,7 @@ _FLAGS.update(
     for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
 )
 _FLAGS.update(type="--type", grace="--grace", days="--days", limit="--limit")
+_ALLOW_UNKNOWN = "accept scopes the config names nowhere (and, on create, no scope)"
 SAVE_NOW = "Save this key now: it won't be shown again."
 
 Command = Callable[[argparse.Namespace, TextIO], int]
@@ -144,6 +154,13 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
     }
     options = {k: v for k, v in options.items() if v is not None}
     with _engine(args) as ks:
+        _cli_keys.check_scopes(
+            ks,
+            args.scope or [],
+            {"name": args.name, **options},
+            need_one=args.preset is None,
+            allow=args.allow_unknown_scope,
+        )
         new = ks.keys.create(args.name, **options)
     record = new.record
     if args.json:
@@ -162,6 +179,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
 
 def _keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
     with _engine(args) as ks:
+        _cli_keys.check_not_revoked(ks, args.key_id)
         record = ks.keys.revoke(args.key_id)
     if args.json:
         _print_json(out, fmt.key_json(record))
@@ -184,12 +202,23 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
         changes["allowed_ips"] = args.allow_ip
     if args.clear_allow_ip:
         changes["allowed_ips"] = []
-    if not changes:
+    if args.plan is not None:
+        changes["plan"] = None if args.plan.lower() == "none" else args.plan
+    if args.expires_in_days is not None:
+        changes["expires_in_days"] = args.expires_in_days
+    if not changes and not args.metadata:
         raise CommandError(
-            "nothing to update: give --name, --scope, --rate-limit, --allow-ip or --clear-allow-ip",
+            "nothing to update: give --name, --scope, --rate-limit, --plan, --expires-in-days, "
+            "--metadata, --allow-ip or --clear-allow-ip",
             EXIT_USAGE,
         )
     with _engine(args) as ks:
+        _cli_keys.check_scopes(
+            ks, args.scope or [], changes, need_one=False, allow=args.allow_unknown_scope
+        )
+        if args.metadata:
+            current = ks.keys.get(args.key_id).metadata
+            changes["metadata"] = _cli_keys.metadata_changes(current, args.metadata)
         record = ks.keys.update(args.key_id, **changes)
     if args.json:
         _print_json(out, fmt.key_json(record))
@@ -198,6 +227,8 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
             f'Updated key {record.id} "{record.name}"\n'
             f"  scopes:     {', '.join(record.scopes) or '-'}\n"
             f"  rate limit: {record.rate_limit or 'default'}\n"
+            f"  plan:       {record.plan or '-'}\n"
+            f"  expires:    {fmt.iso(record.expires_at) or 'never'}\n"
             f"  allowed IPs: {', '.join(record.allowed_ips) or 'any'}\n"
         )
     return EXIT_OK
@@ -419,7 +450,7 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
         # running an import once, at cut-over.
         seen = {r.lookup_prefix for r in ks.keys.list() if r.lookup_prefix}
         now = ks.now()
-        for row in rows:
+        for row in _cli_progress.progress(rows, f"importing {len(rows)} keys"):
             reason = _skip_reason(row, now, seen)
             if reason:
                 skipped.append(
@@ -452,16 +483,8 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {item.get('id', item.get('row'))}  {item['name']}\n")
     for skip in skipped:
         out.write(f"  skipped {skip['row']} ({skip['lookup_prefix']}): {skip['reason']}\n")
-    return EXIT_OK
-
-
-def _db_init(args: argparse.Namespace, out: TextIO) -> int:
-    with _engine(args) as ks:
-        if is_memory_url(ks.config.store):
-            out.write(f"{ks.config.store} has no tables to create\n")
-            return EXIT_OK
-        ks.init_store()
-    out.write(f"ok: created the key tables in {fmt.safe_url(ks.config.store)}\n")
+    reasons = [skip["reason"] for skip in skipped]
+    out.write(_cli_progress.summary(len(rows), len(imported), reasons, dry_run=args.dry_run))
     return EXIT_OK
 
 
@@ -469,8 +492,11 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     path = _config_path(args)
     config = load_config(path)
     count = len(config.routes)
+    warnings = _cli_check.check_warnings(path, config)
+    for warning in warnings:
+        sys.stderr.write(f"keystile: warning: {warning}\n")
     if args.json:
-        _print_json(out, {"ok": True, "config": str(path), "routes": count})
+        _print_json(out, {"ok": True, "config": str(path), "routes": count, "warnings": warnings})
         return EXIT_OK
     out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
     return EXIT_OK
@@ -482,10 +508,35 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     if not args.path.startswith("/"):
         raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
     config = load_config(_config_path(args))
+    if args.key and args.scopes is not None:
+        raise CommandError("give --key or --scopes, not both", EXIT_USAGE)
+    verdict = None
+    if args.key:
+        with _engine(args) as ks:
+            record = ks.keys.get(args.key)
+        now = datetime.now(timezone.utc)
+        if not record.is_active(now):
+            verdict = f"refused: 401 UNAUTHORIZED (key {record.id} is {record.status(now)})"
+        else:
+            verdict = _cli_check.verdict(config, args.method, args.path, record.scopes, record.org)
+    elif args.scopes is not None:
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        verdict = _cli_check.verdict(config, args.method, args.path, scopes, None)
     if args.json:
-        _print_json(out, fmt.explain_data(config, args.method, args.path))
+        data = fmt.explain_data(config, args.method, args.path)
+        if verdict is not None:
+            data["verdict"] = verdict
+        _print_json(out, data)
         return EXIT_OK
     out.write(fmt.explain(config, args.method, args.path) + "\n")
+    path = normalize_path(args.path.encode("utf-8"), percent_encoded=True)
+    method = "GET" if args.method.upper() == "HEAD" else args.method.upper()
+    match = None if path is None else config.route_table.match(method, path)
+    if match is not None and path is not None:
+        for line in _cli_check.other_candidates(config, method, path, match.rule):
+            out.write(line + "\n")
+    if verdict is not None:
+        out.write(f"verdict:   {verdict}\n")
     return EXIT_OK
 
 
@@ -508,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="the YAML config (default: $KEYSTILE_CONFIG, then ./keystile.yaml)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log what keystile does to stderr (never a secret)",
     )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -550,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="answer only from this address or network (repeatable, at most 100)",
     )
+    create.add_argument("--allow-unknown-scope", action="store_true", help=_ALLOW_UNKNOWN)
     create.set_defaults(func=_keys_create)
 
     _cli_usage.add_key_commands(key_commands, both)
@@ -577,6 +636,17 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--clear-allow-ip", action="store_true", help="answer from any address again"
     )
+    update.add_argument("--plan", metavar="P", help="a plan of limits.plans, or none")
+    update.add_argument(
+        "--expires-in-days", type=int, metavar="N", help="expire N days from now (1 to 365)"
+    )
+    update.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set one metadata entry, KEY= removes it (repeatable)",
+    )
+    update.add_argument("--allow-unknown-scope", action="store_true", help=_ALLOW_UNKNOWN)
     update.set_defaults(func=_keys_update)
 
     rotate = key_commands.add_parser("rotate", parents=both, help="new secret; old one expires")
@@ -608,9 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    db_commands.add_parser("init", parents=[common], help="create the store's tables").set_defaults(
-        func=_db_init
-    )
+    _cli_db.add_commands(db_commands, both)
 
     _cli_usage.add_commands(commands, both)
     _cli_limits.add_commands(commands, both)
@@ -623,6 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("path", metavar="PATH")
+    explain.add_argument("--key", metavar="KEY_ID", help="what this key would get")
+    explain.add_argument("--scopes", metavar="a,b", help="what a key with these scopes would get")
     explain.set_defaults(func=_explain)
 
     demo = commands.add_parser(
@@ -653,7 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.status)
     except SystemExit as exc:  # --help and --version exit from inside argparse
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    command: Command = args.func
+    with _verbose(getattr(args, "verbose", False)):
+        return _run(args.func, args)
+
+
+def _run(command: Command, args: argparse.Namespace) -> int:
     try:
         return command(args, sys.stdout)
     except CommandError as exc:

@@ -2,23 +2,27 @@
 
 Usage::
 
-    keystile [--config PATH] keys create --name NAME [--scope S ...] [--preset P]
+    keystile [--config PATH] [--verbose] keys create --name NAME [--scope S ...] [--preset P]
                                          [--org ORG] [--user U] [--expires-in-days N]
                                          [--rate-limit 100/hour] [--plan P]
                                          [--type secret|publishable|embed]
-                                         [--allowed-origin HOST ...] [--json]
+                                         [--allowed-origin HOST ...]
+                                         [--allow-unknown-scope] [--json]
     keystile keys list [--org ORG] [--all] [--unused-since 90d] [--sort last-used] [--json]
     keystile keys usage KEY_ID [--days 30] [--json]
     keystile keys revoke KEY_ID [--json]
-    keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
+    keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none]
+                                [--plan P|none] [--expires-in-days N]
+                                [--metadata KEY=VALUE ...] [--allow-unknown-scope] [--json]
     keystile keys rotate KEY_ID [--grace 24h] [--json]
     keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
                          [--scope S ...] [--org ORG] [--dry-run] [--json]
     keystile keys patterns [--json]       each key type's regex for secret scanners
     keystile audit [--org ORG] [--key KEY_ID] [--days 7] [--limit 1000] [--json]
     keystile db init
-    keystile check
-    keystile explain METHOD PATH
+    keystile db status [--json]           store and limiter: versions, latency, row counts
+    keystile check [--json]
+    keystile explain METHOD PATH [--key KEY_ID | --scopes a,b] [--json]
 
 ``--config`` may come before or after the command; without it the config is
 ``$KEYSTILE_CONFIG``, then ``./keystile.yaml``. ``check`` and ``explain``
@@ -27,6 +31,12 @@ the config's ``pepper_env`` names) and the store.
 
 Decisions worth knowing:
 
+- ``keys create`` and ``keys update`` refuse a scope the config names
+  nowhere, and ``create`` a key with no scope (and no preset), as the
+  management API does; ``--allow-unknown-scope`` lets an operator through
+  (see :mod:`keystile._cli_keys`).
+- ``keys update --metadata KEY=VALUE`` sets one entry and keeps the others
+  (``KEY=`` removes it); ``--expires-in-days N`` counts from now, as on create.
 - ``keys update --scope`` replaces the key's scopes (it does not add to
   them); ``--rate-limit none`` removes the key's own limit so that
   ``limits.key`` applies again.
@@ -50,11 +60,14 @@ Exit status:
 
 ====  ==========================================================================
 0     success (``explain`` of an unmatched path included)
-1     a failed check: invalid or missing config, bad YAML, missing pepper;
-      unknown or inactive key id; a conflict (one user key per user and org)
+1     a failed check: invalid, missing or empty config, bad YAML, missing pepper;
+      unknown or inactive key id; revoking a key already revoked; a conflict
+      (one user key per user and org)
 2     usage or input error: unknown option, empty or over-long name, days
-      outside 1 to 365, malformed scope, bad rate limit or grace, unknown preset
-3     the store is unreachable (or its driver is not installed)
+      outside 1 to 365, malformed or unknown scope, no scope, bad rate limit or
+      grace, unknown preset or plan
+3     the store is unreachable (or its driver is not installed); ``db status``
+      when the store or the limiter does not answer
 130   interrupted
 ====  ==========================================================================
 

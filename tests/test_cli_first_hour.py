@@ -272,3 +272,11 @@ def test_progress_bar_only_on_a_terminal_for_long_jobs(monkeypatch: pytest.Monke
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert _cli_progress.progress(rows[:-1], "x") == rows[:-1]
     assert list(_cli_progress.progress(rows, "x")) == rows
+
+
+def test_explain_with_an_embed_key_applies_the_type_rules(shell: Shell) -> None:
+    made = shell.engine().keys.create(
+        "e", scopes=["events:read"], type="embed", allowed_origins=["example.com"]
+    )
+    done = shell("explain", "GET", "/api/v1/events", "--key", made.record.id)
+    assert "refused: 403 FORBIDDEN (embed keys are accepted on embed routes only)" in done.out

@@ -1,4 +1,4 @@
-"""``keystile check`` warnings and what ``keystile explain`` adds to the bare rule.
+"""``keystile check`` and ``keystile explain``: the config read as an operator needs it.
 
 ``load_config`` refuses what is wrong; ``check`` also reports what is legal
 but almost always a mistake:
@@ -17,19 +17,101 @@ governs a request") that put the winner first; with ``--key`` or
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TextIO
 
-from keystile._cli_command import EXIT_FAILED, CommandError
+from keystile import _cli_format as fmt
+from keystile._cli_command import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    config_path,
+    engine,
+    print_json,
+)
 from keystile._config_reader import _LineDict, read_yaml
-from keystile.config import Config, RouteConfig
+from keystile.config import Config, RouteConfig, load_config
+from keystile.pipeline import _embed_refusal as embed_refusal
 from keystile.routes import LITERAL, PARAM, PATH, PathPattern, RouteTable, parse_pattern
 from keystile.sansio import normalize_path
 from keystile.scopes import is_pattern
+from keystile.stores.base import KeyRecord
 
-__all__ = ["check_warnings", "other_candidates", "verdict"]
+__all__ = ["add_commands", "check_warnings", "other_candidates", "verdict"]
 
 _KIND = {LITERAL: "a literal", PARAM: "{name}", PATH: "{name:path}"}
+
+
+def add_commands(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    """``check`` and ``explain`` on the top-level subparsers."""
+    check = commands.add_parser("check", parents=parents, help="validate the config")
+    check.set_defaults(func=_check)
+    explain = commands.add_parser(
+        "explain", parents=parents, help="the rule, scopes and limits for a request"
+    )
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("path", metavar="PATH")
+    explain.add_argument("--key", metavar="KEY_ID", help="what this key would get")
+    explain.add_argument("--scopes", metavar="a,b", help="what a key with these scopes would get")
+    explain.set_defaults(func=_explain)
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    path = config_path(args)
+    config = load_config(path)
+    count = len(config.routes)
+    warnings = check_warnings(path, config)
+    for warning in warnings:
+        sys.stderr.write(f"keystile: warning: {warning}\n")
+    if args.json:
+        print_json(out, {"ok": True, "config": str(path), "routes": count, "warnings": warnings})
+        return EXIT_OK
+    out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    if not re.fullmatch(r"[A-Za-z]{1,20}", args.method):
+        raise CommandError(f"{args.method!r} is not an HTTP method such as GET", EXIT_USAGE)
+    if not args.path.startswith("/"):
+        raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
+    config = load_config(config_path(args))
+    if args.key and args.scopes is not None:
+        raise CommandError("give --key or --scopes, not both", EXIT_USAGE)
+    answer = None
+    if args.key:
+        with engine(args) as ks:
+            record = ks.keys.get(args.key)
+        now = datetime.now(timezone.utc)
+        if not record.is_active(now):
+            answer = f"refused: 401 UNAUTHORIZED (key {record.id} is {record.status(now)})"
+        else:
+            answer = verdict(config, args.method, args.path, record.scopes, record)
+    elif args.scopes is not None:
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        answer = verdict(config, args.method, args.path, scopes)
+    if args.json:
+        data = fmt.explain_data(config, args.method, args.path)
+        if answer is not None:
+            data["verdict"] = answer
+        print_json(out, data)
+        return EXIT_OK
+    out.write(fmt.explain(config, args.method, args.path) + "\n")
+    path = normalize_path(args.path.encode("utf-8"), percent_encoded=True)
+    method = "GET" if args.method.upper() == "HEAD" else args.method.upper()
+    match = None if path is None else config.route_table.match(method, path)
+    if match is not None and path is not None:
+        for line in other_candidates(config, method, path, match.rule):
+            out.write(line + "\n")
+    if answer is not None:
+        out.write(f"verdict:   {answer}\n")
+    return EXIT_OK
 
 
 def check_warnings(path: Path, config: Config) -> list[str]:
@@ -97,32 +179,45 @@ def _why(
 
 
 def verdict(
-    config: Config, method: str, target: str, scopes: Sequence[str], org: str | None
+    config: Config, method: str, target: str, scopes: Sequence[str], key: KeyRecord | None = None
 ) -> str:
-    """What a key holding ``scopes`` (of ``org``, if known) would get, as far as the config tells.
+    """What a key holding ``scopes`` (``key``, if given) would get, as far as the config tells.
 
-    Origin, IP allowlist, expiry and limits need a live request; the answer
-    says so rather than guess.
+    The pipeline's order (SPEC section 4): the route, then the key's type
+    rules (embed keys), its org against ``org_param``, its scopes (clamped
+    to its type's ``max_scopes``). Origin, IP allowlist, expiry and limits
+    need a live request; the answer says so rather than guess.
     """
+    method = "GET" if method.upper() == "HEAD" else method.upper()
     path = normalize_path(target.encode("utf-8"), percent_encoded=True)
     if path is None:
         return "refused: 400 BAD_REQUEST (malformed path)"
-    match = config.route_table.match("GET" if method.upper() == "HEAD" else method.upper(), path)
-    if match is None:
+    match = config.route_table.match(method, path)
+    if match is None and config.default != "authenticated":
         if config.default == "deny":
             return "refused: 403 FORBIDDEN (no rule matches; default: deny)"
-        return f"admitted (no rule matches; default: {config.default})"
-    rule = match.rule
-    if rule.public:
+        return "admitted (no rule matches; default: public)"
+    if match is not None and match.rule.public:
         return "admitted (public route; the key is not even read)"
+    if key is not None and key.type == "embed":
+        refusal = embed_refusal(key, match, method)
+        if refusal is not None:
+            return f"refused: {refusal.status} {refusal.code} ({refusal.message})"
+    if match is None:
+        return "admitted (no rule matches; default: authenticated)"
+    rule = match.rule
+    if rule.org_param and key is not None and match.params.get(rule.org_param) != key.org:
+        wanted = match.params.get(rule.org_param)
+        return f"refused: 403 FORBIDDEN (the key's org {key.org} is not {wanted})"
     policy = config.scope_policy
-    missing = policy.missing(policy.expand(scopes), rule.scopes, rule.scopes_any)
+    grants = policy.expand(scopes)
+    key_type = config.key_types.get(key.type) if key is not None else None
+    if key_type is not None and key_type.max_scopes:
+        grants = policy.clamp(grants, key_type.max_scopes)
+    missing = policy.missing(grants, rule.scopes, rule.scopes_any)
     if missing:
         return f"refused: 403 FORBIDDEN (scope missing: {', '.join(missing)})"
-    if rule.org_param:
+    if rule.org_param and key is None:
         wanted = match.params.get(rule.org_param)
-        if org is None:
-            return f"admitted if the key's org is {wanted} (org_param {rule.org_param})"
-        if org != wanted:
-            return f"refused: 403 FORBIDDEN (the key's org {org} is not {wanted})"
+        return f"admitted if the key's org is {wanted} (org_param {rule.org_param})"
     return "admitted (then rate limits, origin and IP rules apply)"

@@ -26,7 +26,8 @@ Usage::
 
 ``--config`` may come before or after the command; without it the config is
 ``$KEYSTILE_CONFIG``, then ``./keystile.yaml``. ``check`` and ``explain``
-read only the config; the other commands also need the pepper (the variable
+read only the config (``explain --key`` reads the key too, see
+:mod:`keystile._cli_check`); the other commands also need the pepper (the variable
 the config's ``pepper_env`` names) and the store.
 
 Decisions worth knowing:
@@ -108,11 +109,9 @@ from keystile._cli_command import (
     EXIT_USAGE,
     CommandError,
 )
-from keystile._cli_command import config_path as _config_path
 from keystile._cli_command import engine as _engine
 from keystile._cli_command import print_json as _print_json
 from keystile._cli_command import verbose as _verbose
-from keystile.config import load_config
 from keystile.errors import (
     ConfigError,
     KeyConflict,
@@ -121,7 +120,6 @@ from keystile.errors import (
     KeystileError,
     ServiceUnavailable,
 )
-from keystile.sansio import normalize_path
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
@@ -501,58 +499,6 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, out: TextIO) -> int:
-    path = _config_path(args)
-    config = load_config(path)
-    count = len(config.routes)
-    warnings = _cli_check.check_warnings(path, config)
-    for warning in warnings:
-        sys.stderr.write(f"keystile: warning: {warning}\n")
-    if args.json:
-        _print_json(out, {"ok": True, "config": str(path), "routes": count, "warnings": warnings})
-        return EXIT_OK
-    out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
-    return EXIT_OK
-
-
-def _explain(args: argparse.Namespace, out: TextIO) -> int:
-    if not re.fullmatch(r"[A-Za-z]{1,20}", args.method):
-        raise CommandError(f"{args.method!r} is not an HTTP method such as GET", EXIT_USAGE)
-    if not args.path.startswith("/"):
-        raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
-    config = load_config(_config_path(args))
-    if args.key and args.scopes is not None:
-        raise CommandError("give --key or --scopes, not both", EXIT_USAGE)
-    verdict = None
-    if args.key:
-        with _engine(args) as ks:
-            record = ks.keys.get(args.key)
-        now = datetime.now(timezone.utc)
-        if not record.is_active(now):
-            verdict = f"refused: 401 UNAUTHORIZED (key {record.id} is {record.status(now)})"
-        else:
-            verdict = _cli_check.verdict(config, args.method, args.path, record.scopes, record.org)
-    elif args.scopes is not None:
-        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-        verdict = _cli_check.verdict(config, args.method, args.path, scopes, None)
-    if args.json:
-        data = fmt.explain_data(config, args.method, args.path)
-        if verdict is not None:
-            data["verdict"] = verdict
-        _print_json(out, data)
-        return EXIT_OK
-    out.write(fmt.explain(config, args.method, args.path) + "\n")
-    path = normalize_path(args.path.encode("utf-8"), percent_encoded=True)
-    method = "GET" if args.method.upper() == "HEAD" else args.method.upper()
-    match = None if path is None else config.route_table.match(method, path)
-    if match is not None and path is not None:
-        for line in _cli_check.other_candidates(config, method, path, match.rule):
-            out.write(line + "\n")
-    if verdict is not None:
-        out.write(f"verdict:   {verdict}\n")
-    return EXIT_OK
-
-
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from keystile.demo import run
 
@@ -696,17 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_usage.add_commands(commands, both)
     _cli_limits.add_commands(commands, both)
 
-    check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
-    check.set_defaults(func=_check)
-
-    explain = commands.add_parser(
-        "explain", parents=[common, as_json], help="the rule, scopes and limits for a request"
-    )
-    explain.add_argument("method", metavar="METHOD")
-    explain.add_argument("path", metavar="PATH")
-    explain.add_argument("--key", metavar="KEY_ID", help="what this key would get")
-    explain.add_argument("--scopes", metavar="a,b", help="what a key with these scopes would get")
-    explain.set_defaults(func=_explain)
+    _cli_check.add_commands(commands, [common, as_json])
 
     demo = commands.add_parser(
         "demo", parents=[common], help="serve the example app with a minted key"

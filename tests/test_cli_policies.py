@@ -62,7 +62,8 @@ def test_limits_bad_input_is_exit_2_naming_it(
 
 def test_allow_ip_on_create_and_update(shell: Shell) -> None:
     made = shell(
-        "keys", "create", "--name", "srv", "--org", "acme", "--allow-ip", "203.0.113.0/24",
+        "keys", "create", "--name", "srv", "--scope", "events:read", "--org", "acme",
+        "--allow-ip", "203.0.113.0/24",
         "--allow-ip", "2001:db8::/32", "--json",
     )  # fmt: skip
     assert made.status == 0, made.err

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from keystile._redact import redact_url
 from keystile.engine import Keystile, config_path_from_env
 from keystile.stores import is_memory_url
 
@@ -28,8 +30,11 @@ __all__ = [
     "config_path",
     "engine",
     "print_json",
+    "verbose",
     "warn",
 ]
+
+logger = logging.getLogger("keystile.cli")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,7 +61,15 @@ def config_path(args: argparse.Namespace) -> Path:
 @contextmanager
 def engine(args: argparse.Namespace) -> Iterator[Keystile]:
     """The engine for one command, closed at the end (which flushes last_used_at)."""
-    ks = Keystile(config_path(args))
+    path = config_path(args)
+    ks = Keystile(path)
+    # URLs with their passwords masked; the pepper and key secrets are never logged.
+    logger.debug(
+        "config %s: store %s, limiter %s",
+        path,
+        redact_url(ks.config.store),
+        redact_url(ks.config.limiter.storage),
+    )
     try:
         if is_memory_url(ks.config.store):
             warn(
@@ -74,3 +87,29 @@ def print_json(out: TextIO, data: Any) -> None:
 
 def warn(message: str) -> None:
     sys.stderr.write(f"keystile: warning: {message}\n")
+
+
+@contextmanager
+def verbose(enabled: bool) -> Iterator[None]:
+    """``--verbose``: keystile's loggers at DEBUG, one line each, on stderr, for one command.
+
+    Only the ``keystile`` loggers (not the root, not SQLAlchemy's, whose
+    statement logging would print bound parameters such as digests).
+    keystile logs no secret at any level: keys appear by id and prefix.
+    Undone afterwards, so that ``main`` run in a host process leaves its
+    logging as it was.
+    """
+    if not enabled:
+        yield
+        return
+    root = logging.getLogger("keystile")
+    level = root.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("keystile: %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

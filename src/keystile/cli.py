@@ -2,31 +2,42 @@
 
 Usage::
 
-    keystile [--config PATH] keys create --name NAME [--scope S ...] [--preset P]
+    keystile [--config PATH] [--verbose] keys create --name NAME [--scope S ...] [--preset P]
                                          [--org ORG] [--user U] [--expires-in-days N]
                                          [--rate-limit 100/hour] [--plan P]
                                          [--type secret|publishable|embed]
-                                         [--allowed-origin HOST ...] [--json]
+                                         [--allowed-origin HOST ...]
+                                         [--allow-unknown-scope] [--json]
     keystile keys list [--org ORG] [--all] [--unused-since 90d] [--sort last-used] [--json]
     keystile keys usage KEY_ID [--days 30] [--json]
     keystile keys revoke KEY_ID [--json]
-    keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none] [--json]
+    keystile keys update KEY_ID [--name N] [--scope S ...] [--rate-limit R|none]
+                                [--plan P|none] [--expires-in-days N]
+                                [--metadata KEY=VALUE ...] [--allow-unknown-scope] [--json]
     keystile keys rotate KEY_ID [--grace 24h] [--json]
     keystile keys import [--from generic|drf-api-key] FILE.csv|FILE.json
                          [--scope S ...] [--org ORG] [--dry-run] [--json]
     keystile keys patterns [--json]       each key type's regex for secret scanners
     keystile audit [--org ORG] [--key KEY_ID] [--days 7] [--limit 1000] [--json]
     keystile db init
-    keystile check
-    keystile explain METHOD PATH
+    keystile db status [--json]           store and limiter: versions, latency, row counts
+    keystile check [--json]
+    keystile explain METHOD PATH [--key KEY_ID | --scopes a,b] [--json]
 
 ``--config`` may come before or after the command; without it the config is
 ``$KEYSTILE_CONFIG``, then ``./keystile.yaml``. ``check`` and ``explain``
-read only the config; the other commands also need the pepper (the variable
+read only the config (``explain --key`` reads the key too, see
+:mod:`keystile._cli_check`); the other commands also need the pepper (the variable
 the config's ``pepper_env`` names) and the store.
 
 Decisions worth knowing:
 
+- ``keys create`` and ``keys update`` refuse a scope the config names
+  nowhere, and ``create`` a key with no scope (and no preset), as the
+  management API does; ``--allow-unknown-scope`` lets an operator through
+  (see :mod:`keystile._cli_keys`).
+- ``keys update --metadata KEY=VALUE`` sets one entry and keeps the others
+  (``KEY=`` removes it); ``--expires-in-days N`` counts from now, as on create.
 - ``keys update --scope`` replaces the key's scopes (it does not add to
   them); ``--rate-limit none`` removes the key's own limit so that
   ``limits.key`` applies again.
@@ -50,11 +61,14 @@ Exit status:
 
 ====  ==========================================================================
 0     success (``explain`` of an unmatched path included)
-1     a failed check: invalid or missing config, bad YAML, missing pepper;
-      unknown or inactive key id; a conflict (one user key per user and org)
+1     a failed check: invalid, missing or empty config, bad YAML, missing pepper;
+      unknown or inactive key id; revoking a key already revoked; a conflict
+      (one user key per user and org)
 2     usage or input error: unknown option, empty or over-long name, days
-      outside 1 to 365, malformed scope, bad rate limit or grace, unknown preset
-3     the store is unreachable (or its driver is not installed)
+      outside 1 to 365, malformed or unknown scope, no scope, bad rate limit or
+      grace, unknown preset or plan
+3     the store is unreachable (or its driver is not installed); ``db status``
+      when the store or the limiter does not answer
 130   interrupted
 ====  ==========================================================================
 
@@ -76,8 +90,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from keystile import (
+    _cli_check,
+    _cli_db,
+    _cli_keys,
+    _cli_limits,
+    _cli_patterns,
+    _cli_progress,
+    _cli_usage,
+)
 from keystile import _cli_format as fmt
-from keystile import _cli_limits, _cli_patterns, _cli_usage
 from keystile.__about__ import __version__
 from keystile._cli_command import (
     EXIT_FAILED,
@@ -87,10 +109,9 @@ from keystile._cli_command import (
     EXIT_USAGE,
     CommandError,
 )
-from keystile._cli_command import config_path as _config_path
 from keystile._cli_command import engine as _engine
 from keystile._cli_command import print_json as _print_json
-from keystile.config import load_config
+from keystile._cli_command import verbose as _verbose
 from keystile.errors import (
     ConfigError,
     KeyConflict,
@@ -99,7 +120,6 @@ from keystile.errors import (
     KeystileError,
     ServiceUnavailable,
 )
-from keystile.stores import is_memory_url
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
@@ -110,6 +130,7 @@ _FLAGS.update(
     for field in ("name", "preset", "org", "user", "expires_in_days", "rate_limit", "plan")
 )
 _FLAGS.update(type="--type", grace="--grace", days="--days", limit="--limit")
+_ALLOW_UNKNOWN = "accept scopes the config names nowhere (and, on create, no scope)"
 SAVE_NOW = "Save this key now: it won't be shown again."
 
 Command = Callable[[argparse.Namespace, TextIO], int]
@@ -144,6 +165,13 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
     }
     options = {k: v for k, v in options.items() if v is not None}
     with _engine(args) as ks:
+        _cli_keys.check_scopes(
+            ks,
+            args.scope or [],
+            {"name": args.name, **options},
+            need_one=args.preset is None,
+            allow=args.allow_unknown_scope,
+        )
         new = ks.keys.create(args.name, **options)
     record = new.record
     if args.json:
@@ -162,6 +190,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
 
 def _keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
     with _engine(args) as ks:
+        _cli_keys.check_not_revoked(ks, args.key_id)
         record = ks.keys.revoke(args.key_id)
     if args.json:
         _print_json(out, fmt.key_json(record))
@@ -184,12 +213,23 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
         changes["allowed_ips"] = args.allow_ip
     if args.clear_allow_ip:
         changes["allowed_ips"] = []
-    if not changes:
+    if args.plan is not None:
+        changes["plan"] = None if args.plan.lower() == "none" else args.plan
+    if args.expires_in_days is not None:
+        changes["expires_in_days"] = args.expires_in_days
+    if not changes and not args.metadata:
         raise CommandError(
-            "nothing to update: give --name, --scope, --rate-limit, --allow-ip or --clear-allow-ip",
+            "nothing to update: give --name, --scope, --rate-limit, --plan, --expires-in-days, "
+            "--metadata, --allow-ip or --clear-allow-ip",
             EXIT_USAGE,
         )
     with _engine(args) as ks:
+        _cli_keys.check_scopes(
+            ks, args.scope or [], changes, need_one=False, allow=args.allow_unknown_scope
+        )
+        if args.metadata:
+            current = ks.keys.get(args.key_id).metadata
+            changes["metadata"] = _cli_keys.metadata_changes(current, args.metadata)
         record = ks.keys.update(args.key_id, **changes)
     if args.json:
         _print_json(out, fmt.key_json(record))
@@ -198,6 +238,8 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
             f'Updated key {record.id} "{record.name}"\n'
             f"  scopes:     {', '.join(record.scopes) or '-'}\n"
             f"  rate limit: {record.rate_limit or 'default'}\n"
+            f"  plan:       {record.plan or '-'}\n"
+            f"  expires:    {fmt.iso(record.expires_at) or 'never'}\n"
             f"  allowed IPs: {', '.join(record.allowed_ips) or 'any'}\n"
         )
     return EXIT_OK
@@ -419,7 +461,7 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
         # running an import once, at cut-over.
         seen = {r.lookup_prefix for r in ks.keys.list() if r.lookup_prefix}
         now = ks.now()
-        for row in rows:
+        for row in _cli_progress.progress(rows, f"importing {len(rows)} keys"):
             reason = _skip_reason(row, now, seen)
             if reason:
                 skipped.append(
@@ -452,40 +494,8 @@ def _keys_import(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {item.get('id', item.get('row'))}  {item['name']}\n")
     for skip in skipped:
         out.write(f"  skipped {skip['row']} ({skip['lookup_prefix']}): {skip['reason']}\n")
-    return EXIT_OK
-
-
-def _db_init(args: argparse.Namespace, out: TextIO) -> int:
-    with _engine(args) as ks:
-        if is_memory_url(ks.config.store):
-            out.write(f"{ks.config.store} has no tables to create\n")
-            return EXIT_OK
-        ks.init_store()
-    out.write(f"ok: created the key tables in {fmt.safe_url(ks.config.store)}\n")
-    return EXIT_OK
-
-
-def _check(args: argparse.Namespace, out: TextIO) -> int:
-    path = _config_path(args)
-    config = load_config(path)
-    count = len(config.routes)
-    if args.json:
-        _print_json(out, {"ok": True, "config": str(path), "routes": count})
-        return EXIT_OK
-    out.write(f"ok: {path} ({count} route{'' if count == 1 else 's'})\n")
-    return EXIT_OK
-
-
-def _explain(args: argparse.Namespace, out: TextIO) -> int:
-    if not re.fullmatch(r"[A-Za-z]{1,20}", args.method):
-        raise CommandError(f"{args.method!r} is not an HTTP method such as GET", EXIT_USAGE)
-    if not args.path.startswith("/"):
-        raise CommandError(f"PATH must start with '/': {args.path!r}", EXIT_USAGE)
-    config = load_config(_config_path(args))
-    if args.json:
-        _print_json(out, fmt.explain_data(config, args.method, args.path))
-        return EXIT_OK
-    out.write(fmt.explain(config, args.method, args.path) + "\n")
+    reasons = [skip["reason"] for skip in skipped]
+    out.write(_cli_progress.summary(len(rows), len(imported), reasons, dry_run=args.dry_run))
     return EXIT_OK
 
 
@@ -508,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="the YAML config (default: $KEYSTILE_CONFIG, then ./keystile.yaml)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log what keystile does to stderr (never a secret)",
     )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -550,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="answer only from this address or network (repeatable, at most 100)",
     )
+    create.add_argument("--allow-unknown-scope", action="store_true", help=_ALLOW_UNKNOWN)
     create.set_defaults(func=_keys_create)
 
     _cli_usage.add_key_commands(key_commands, both)
@@ -577,6 +595,17 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--clear-allow-ip", action="store_true", help="answer from any address again"
     )
+    update.add_argument("--plan", metavar="P", help="a plan of limits.plans, or none")
+    update.add_argument(
+        "--expires-in-days", type=int, metavar="N", help="expire N days from now (1 to 365)"
+    )
+    update.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set one metadata entry, KEY= removes it (repeatable)",
+    )
+    update.add_argument("--allow-unknown-scope", action="store_true", help=_ALLOW_UNKNOWN)
     update.set_defaults(func=_keys_update)
 
     rotate = key_commands.add_parser("rotate", parents=both, help="new secret; old one expires")
@@ -608,22 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", parents=[common], help="the key store")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    db_commands.add_parser("init", parents=[common], help="create the store's tables").set_defaults(
-        func=_db_init
-    )
+    _cli_db.add_commands(db_commands, both)
 
     _cli_usage.add_commands(commands, both)
     _cli_limits.add_commands(commands, both)
 
-    check = commands.add_parser("check", parents=[common, as_json], help="validate the config")
-    check.set_defaults(func=_check)
-
-    explain = commands.add_parser(
-        "explain", parents=[common, as_json], help="the rule, scopes and limits for a request"
-    )
-    explain.add_argument("method", metavar="METHOD")
-    explain.add_argument("path", metavar="PATH")
-    explain.set_defaults(func=_explain)
+    _cli_check.add_commands(commands, [common, as_json])
 
     demo = commands.add_parser(
         "demo", parents=[common], help="serve the example app with a minted key"
@@ -653,7 +672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.status)
     except SystemExit as exc:  # --help and --version exit from inside argparse
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    command: Command = args.func
+    with _verbose(getattr(args, "verbose", False)):
+        return _run(args.func, args)
+
+
+def _run(command: Command, args: argparse.Namespace) -> int:
     try:
         return command(args, sys.stdout)
     except CommandError as exc:

@@ -481,6 +481,7 @@ class KeyManager:
             "metadata": check_metadata,
             "allowed_origins": check_origins,
             "allowed_ips": check_allowed_ips,
+            "expires_in_days": check_days,
         }
         unknown = set(changes) - set(checks)
         if unknown:
@@ -488,9 +489,20 @@ class KeyManager:
                 f"cannot update {', '.join(sorted(unknown))}", field=sorted(unknown)[0]
             )
         values = {name: checks[name](value) for name, value in changes.items()}
+        plans = self._ks.config.limits.plans
+        if values.get("plan") is not None and plans and values["plan"] not in plans:
+            # As create refuses it: a plan the config lacks would silently get no limit.
+            raise KeyInputError(
+                f"unknown plan {values['plan']!r}; the config knows {sorted(plans)}", field="plan"
+            )
+        now = self._ks.now()
         current = yield from self._get(key_id)
-        if not current.is_active(self._ks.now()):
+        if not current.is_active(now):
             raise KeyNotFound(f"key {key_id!r} is revoked or expired")
+        if "expires_in_days" in values:
+            # Counted from now, as on create: the key's new lifetime, not an extension.
+            days = values.pop("expires_in_days")
+            values["expires_at"] = None if days is None else now + timedelta(days=days)
         if "scopes" in values:
             # Before the store call: a refused update changes nothing.
             self._check_ceiling(current.type, values["scopes"])

@@ -429,3 +429,21 @@ def test_an_empty_embed_token_is_malformed(headers: dict[str, list[str]], query:
         read_credential(
             RequestView("GET", b"/", headers=headers, query_string=query), SOURCES, embed_route=True
         )
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        pytest.param({"x-embed-token": ["0 0"]}, b"", id="embed-header-with-a-space"),
+        pytest.param({"x-embed-token": ["a\tb"]}, b"", id="embed-header-with-a-tab"),
+        pytest.param({}, b"token=a+b", id="embed-query-with-a-space"),
+        pytest.param({}, b"token=a%20b", id="embed-query-with-an-encoded-space"),
+    ],
+)
+def test_an_embed_token_with_whitespace_inside_is_refused(
+    headers: dict[str, list[str]], query: bytes
+) -> None:
+    request = view(headers)
+    request.query_string = query
+    with pytest.raises(BadCredential):
+        read_credential(request, SOURCES, embed_route=True)

@@ -345,6 +345,8 @@ def _nonempty(value: str, where: str) -> str:
     value = _checked(value, where).strip()
     if not value:
         raise BadCredential(f"the credential in {where} is empty")
+    if " " in value or "\t" in value:  # one token, as for Bearer and x-api-key
+        raise BadCredential(f"the credential in {where} is malformed")
     return value
 
 

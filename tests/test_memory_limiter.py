@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from keystile._memory_limiter import SWEEP_EVERY, MemoryLimiter
@@ -148,6 +150,44 @@ def test_sweeps_keep_running_so_memory_follows_the_active_keys(strategy: str) ->
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_a_sweep_forgets_a_bucket_two_windows_after_its_last_hit(strategy: str) -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter(strategy, clock=clock)
+    assert hits(limiter, (spec("5/second", "key:idle"),), 2) == [True, True]
+    clock.now = 602.0  # two windows on, no strategy counts those hits any more
+    sweep(limiter)
+    assert limiter._buckets == {}
+    assert limiter._expires == {}
+
+
+def test_a_sweep_runs_on_every_ten_thousandth_call_and_only_then() -> None:
+    """A sweep costs a pass over every bucket, so it never runs per call; and
+    an idle bucket is forgotten within 10,000 calls, which bounds memory."""
+    clock = Clock(600.0)
+    limiter = MemoryLimiter("fixed-window", clock=clock)
+    idle = spec("5/second", "key:idle")
+    limiter.hit_all(LimitCall((idle,)))  # call 1
+    clock.now += 10
+    busy = LimitCall((spec("5/second", "key:busy"),), peek=True)
+    for _ in range(10_000 - 2):
+        limiter.hit_all(busy)
+    assert list(limiter._buckets) == [idle.counter]  # 9,999 calls: not swept yet
+    limiter.hit_all(busy)
+    assert limiter._buckets == {}
+
+
+def test_it_does_no_io_so_an_event_loop_may_call_it_directly() -> None:
+    limiter = MemoryLimiter("moving-window", clock=Clock())
+    assert limiter.in_process  # the ASGI driver calls hit_all then, with no second coroutine
+    limit = (spec("2/minute"),)
+
+    async def three() -> list[bool]:
+        return [(await limiter.ahit_all(LimitCall(limit))).admitted for _ in range(3)]
+
+    assert asyncio.run(three()) == [True, True, False]
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
 @pytest.mark.parametrize("idle", [120.0, 150.0, 600.0])
 def test_a_bucket_idle_for_two_windows_counts_nothing(strategy: str, idle: float) -> None:
     clock = Clock(600.0)
@@ -193,132 +233,3 @@ def test_reset_is_the_moment_a_refused_request_would_be_admitted(
     assert not limiter.hit_all(LimitCall(limit, peek=True)).admitted
     clock.now = reset + 0.001
     assert limiter.hit_all(LimitCall(limit, peek=True)).admitted
-
-
-# -- refunds and guards (the failed-auth budget: pipeline step 10) -------------------------
-
-STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
-
-
-def remaining(limiter: MemoryLimiter, limit: tuple[LimitSpec, ...]) -> int:
-    return limiter.hit_all(LimitCall(limit, peek=True)).states[0].remaining
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_refund_gives_one_request_back_to_each_limit(strategy: str) -> None:
-    clock = Clock(600.0)
-    limiter = MemoryLimiter(strategy, clock=clock)
-    auth, other = spec("3/minute", "auth:a"), spec("5/minute", "auth:b")
-    assert hits(limiter, (auth, other), 4) == [True] * 3 + [False]
-    clock.now += 10
-    given_back = limiter.hit_all(LimitCall((), refund=(auth, other)))
-    assert given_back.admitted and given_back.states == ()
-    assert (remaining(limiter, (auth,)), remaining(limiter, (other,))) == (1, 3)
-    assert hits(limiter, (auth,), 2) == [True, False]
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_refund_of_a_limit_with_nothing_counted_changes_nothing(strategy: str) -> None:
-    limiter = MemoryLimiter(strategy, clock=Clock(600.0))
-    auth = (spec("3/minute", "auth:a"),)
-    for _ in range(3):  # never below zero: three refunds do not make six requests
-        limiter.hit_all(LimitCall((), refund=auth))
-    assert "buckets=0" in repr(limiter)
-    assert hits(limiter, auth, 4) == [True] * 3 + [False]
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_refund_is_counted_before_the_limits_of_the_same_call(strategy: str) -> None:
-    limiter = MemoryLimiter(strategy, clock=Clock(600.0))
-    auth = (spec("3/minute", "auth:a"),)
-    assert hits(limiter, auth, 3) == [True] * 3
-    assert limiter.hit_all(LimitCall(auth, refund=auth)).admitted  # one back, then one spent
-    assert remaining(limiter, auth) == 0
-
-
-def test_a_fixed_window_refund_after_the_window_ended_gives_nothing_to_the_next() -> None:
-    clock = Clock(600.0)
-    limiter = MemoryLimiter("fixed-window", clock=clock)
-    auth = (spec("3/minute", "auth:a"),)
-    assert hits(limiter, auth, 2) == [True, True]
-    clock.now += 60  # the window of those two is over: nothing of it to give back
-    limiter.hit_all(LimitCall((), refund=auth))
-    assert hits(limiter, auth, 4) == [True] * 3 + [False]
-
-
-def test_a_moving_window_refund_takes_back_the_newest_hit() -> None:
-    clock = Clock(600.0)
-    limiter = MemoryLimiter("moving-window", clock=clock)
-    auth = (spec("2/minute", "auth:a"),)
-    assert hits(limiter, auth, 1) == [True]
-    clock.now = 630.0
-    assert hits(limiter, auth, 2) == [True, False]
-    limiter.hit_all(LimitCall((), refund=auth))  # the hit of 630 goes; the one of 600 stays
-    clock.now = 640.0
-    assert hits(limiter, auth, 1) == [True]
-    refused = limiter.hit_all(LimitCall(auth))
-    assert (refused.admitted, refused.states[0].reset) == (False, 660.0)
-
-
-# The sliding counter gives back from the current window first, then from the
-# previous one, whose weight is what still counts of it. At 690 s the previous
-# window (3 hits) weighs half: a hit of the current window given back frees a
-# request, half a hit of the previous one would not.
-SLIDING_REFUNDS = [
-    pytest.param([(600.0, 3), (690.0, 2)], 690.0, 3, id="current-window-first"),
-    pytest.param([(600.0, 3)], 665.0, 4, id="then-the-previous-window"),
-    pytest.param([(600.0, 3)], 730.0, 5, id="nothing-older-than-the-previous-window"),
-]
-
-
-@pytest.mark.parametrize(("spending", "at", "left"), SLIDING_REFUNDS)
-def test_a_sliding_counter_refund_takes_from_the_newest_window(
-    spending: list[tuple[float, int]], at: float, left: int
-) -> None:
-    clock = Clock()
-    limiter = MemoryLimiter("sliding-window-counter", clock=clock)
-    auth = (spec("5/minute", "auth:a"),)
-    for when, count in spending:
-        clock.now = when
-        assert hits(limiter, auth, count) == [True] * count
-    clock.now = at
-    limiter.hit_all(LimitCall((), refund=auth))
-    assert remaining(limiter, auth) == left
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_guard_with_room_admits_and_is_never_spent(strategy: str) -> None:
-    limiter = MemoryLimiter(strategy, clock=Clock(600.0))
-    auth, key = (spec("3/minute", "auth:a"),), (spec("10/minute", "key:k"),)
-    unguarded = limiter.hit_all(LimitCall(key, guard=auth))  # no bucket yet: room
-    assert unguarded.admitted and not unguarded.guarded
-    assert hits(limiter, auth, 2) == [True, True]
-    for _ in range(3):
-        result = limiter.hit_all(LimitCall(key, guard=auth))
-        assert result.admitted and not result.guarded
-        assert [s.spec for s in result.states] == [key[0]]  # the headers speak of the key
-    assert remaining(limiter, auth) == 1
-    assert remaining(limiter, key) == 6
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_guard_without_room_refuses_and_spends_nothing(strategy: str) -> None:
-    clock = Clock(600.0)
-    limiter = MemoryLimiter(strategy, clock=clock)
-    auth, key = (spec("3/minute", "auth:a"),), (spec("10/minute", "key:k"),)
-    assert hits(limiter, auth, 3) == [True] * 3
-    refused = limiter.hit_all(LimitCall(key, guard=auth))
-    assert (refused.admitted, refused.guarded) == (False, True)
-    (state,) = refused.states
-    assert (state.spec, state.remaining, state.exceeded) == (auth[0], 0, True)
-    assert state.reset == 660.0
-    assert remaining(limiter, key) == 10
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_refund_makes_room_for_the_guard_of_the_same_call(strategy: str) -> None:
-    limiter = MemoryLimiter(strategy, clock=Clock(600.0))
-    auth, key = (spec("3/minute", "auth:a"),), (spec("10/minute", "key:k"),)
-    assert hits(limiter, auth, 3) == [True] * 3
-    assert limiter.hit_all(LimitCall(key, guard=auth, refund=auth)).admitted
-    assert remaining(limiter, auth) == 1

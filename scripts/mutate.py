@@ -52,7 +52,10 @@ TARGETS: dict[str, tuple[tuple[str, ...], float]] = {
     "src/keystile/scopes.py": (("tests/test_scopes.py", "tests/test_hostile_scopes.py"), 96),
     "src/keystile/routes.py": (("tests/test_routes.py",), 95),
     "src/keystile/sansio.py": (("tests/test_sansio.py", "tests/test_requests.py"), 84),
-    "src/keystile/_memory_limiter.py": (("tests/test_memory_limiter.py",), 94),
+    "src/keystile/_memory_limiter.py": (
+        ("tests/test_memory_limiter.py", "tests/test_memory_limiter_refunds.py"),
+        94,
+    ),
 }
 
 _FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {

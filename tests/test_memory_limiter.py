@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from keystile._memory_limiter import SWEEP_EVERY, MemoryLimiter
@@ -145,6 +147,44 @@ def test_sweeps_keep_running_so_memory_follows_the_active_keys(strategy: str) ->
         sweep(limiter)
         assert len(limiter._buckets) == 0, f"sweep {round_ + 1} did not run"
         assert len(limiter._expires) == 0
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_a_sweep_forgets_a_bucket_two_windows_after_its_last_hit(strategy: str) -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter(strategy, clock=clock)
+    assert hits(limiter, (spec("5/second", "key:idle"),), 2) == [True, True]
+    clock.now = 602.0  # two windows on, no strategy counts those hits any more
+    sweep(limiter)
+    assert limiter._buckets == {}
+    assert limiter._expires == {}
+
+
+def test_a_sweep_runs_on_every_ten_thousandth_call_and_only_then() -> None:
+    """A sweep costs a pass over every bucket, so it never runs per call; and
+    an idle bucket is forgotten within 10,000 calls, which bounds memory."""
+    clock = Clock(600.0)
+    limiter = MemoryLimiter("fixed-window", clock=clock)
+    idle = spec("5/second", "key:idle")
+    limiter.hit_all(LimitCall((idle,)))  # call 1
+    clock.now += 10
+    busy = LimitCall((spec("5/second", "key:busy"),), peek=True)
+    for _ in range(10_000 - 2):
+        limiter.hit_all(busy)
+    assert list(limiter._buckets) == [idle.counter]  # 9,999 calls: not swept yet
+    limiter.hit_all(busy)
+    assert limiter._buckets == {}
+
+
+def test_it_does_no_io_so_an_event_loop_may_call_it_directly() -> None:
+    limiter = MemoryLimiter("moving-window", clock=Clock())
+    assert limiter.in_process  # the ASGI driver calls hit_all then, with no second coroutine
+    limit = (spec("2/minute"),)
+
+    async def three() -> list[bool]:
+        return [(await limiter.ahit_all(LimitCall(limit))).admitted for _ in range(3)]
+
+    assert asyncio.run(three()) == [True, True, False]
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])

@@ -107,6 +107,16 @@ def winner(table: RouteTable, method: str, path: str) -> str | None:
             "/a/{y} POST",
             id="same-shape-disjoint-methods",
         ),
+        pytest.param(
+            [rule("/a"), rule("/a", "GET")],
+            "GET",
+            "/a",
+            "/a GET",
+            id="static-method-list-beats-none",
+        ),
+        pytest.param(
+            [rule("/a"), rule("/a", "GET")], "POST", "/a", "/a", id="static-fallback-to-no-list"
+        ),
         pytest.param([rule("/a", "GET")], "HEAD", "/a", "/a GET", id="head-as-get"),
         pytest.param([rule("/a", "GET")], "get", "/a", "/a GET", id="method-case-insensitive"),
         pytest.param([rule("/a", "POST")], "HEAD", "/a", None, id="head-is-not-post"),
@@ -238,27 +248,47 @@ def test_params_are_read_only() -> None:
         found.params["id"] = "2"  # type: ignore[index]
 
 
+# Each tie, and what the error says both rules match: the shape, and the
+# methods they share (HEAD comes with GET).
 @pytest.mark.parametrize(
-    ("first", "second"),
+    ("first", "second", "both"),
     [
-        pytest.param(rule("/a/{x}", line=3), rule("/a/{y}", line=7), id="both-no-methods"),
-        pytest.param(rule("/a", "GET", line=3), rule("/a/", "GET", line=7), id="trailing-slash"),
         pytest.param(
-            rule("/a", "GET", "POST", line=3), rule("/a", "POST", line=7), id="overlapping-methods"
+            rule("/a/{x}", line=3), rule("/a/{y}", line=7), "/a/{} for any method", id="no-methods"
         ),
-        pytest.param(rule("/a", "GET", line=3), rule("/a", "HEAD", line=7), id="head-overlaps-get"),
         pytest.param(
-            rule("/f/{a:path}", line=3), rule("/f/{b:path}", line=7), id="both-path-same-prefix"
+            rule("/a", "GET", line=3),
+            rule("/a/", "GET", line=7),
+            "/a for GET, HEAD",
+            id="trailing-slash",
+        ),
+        pytest.param(
+            rule("/a", "GET", "POST", line=3),
+            rule("/a", "POST", "PUT", line=7),
+            "/a for POST",
+            id="overlapping-methods",
+        ),
+        pytest.param(
+            rule("/a", "GET", line=3), rule("/a", "HEAD", line=7), "/a for HEAD", id="head-and-get"
+        ),
+        pytest.param(
+            rule("/f/{a:path}", line=3),
+            rule("/f/{b:path}", line=7),
+            "/f/{:path} for any method",
+            id="both-path-same-prefix",
         ),
     ],
 )
 def test_rules_that_tie_are_a_config_error_naming_both_lines(
-    first: RouteConfig, second: RouteConfig
+    first: RouteConfig, second: RouteConfig, both: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         RouteTable([first, second], source="k.yaml")
     assert caught.value.line == 7
-    assert str(caught.value).startswith("k.yaml:7: route at line 3 ties with route at line 7")
+    assert str(caught.value) == (
+        f"k.yaml:7: route at line 3 ties with route at line 7: both match {both}, "
+        "and no rule is more specific"
+    )
 
 
 @pytest.mark.parametrize(
@@ -318,6 +348,8 @@ def test_parse_pattern_describes_its_shape() -> None:
 def test_rules_keep_config_order() -> None:
     rules = [rule("/b"), rule("/a"), rule("/c/{x}")]
     assert RouteTable(rules).rules == tuple(rules)
+    assert len(RouteTable(rules)) == 3
+    assert repr(RouteTable(rules)) == "<RouteTable of 3 rules>"
 
 
 def big_table_rules() -> list[RouteConfig]:

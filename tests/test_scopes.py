@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -45,6 +46,10 @@ POLICY = ScopePolicy(
         "members:read",
     ],
 )
+
+
+def readonly(mapping: dict[str, tuple[str, ...]]) -> MappingProxyType[str, tuple[str, ...]]:
+    return MappingProxyType(mapping)
 
 
 def grants(granted: list[str], required: str) -> bool:
@@ -154,11 +159,22 @@ def test_preset_never_grants_a_destructive_scope() -> None:
         assert not any(POLICY.grants(closure, s) for s in DESTRUCTIVE), name
 
 
-def test_unknown_preset_is_a_key_input_error_naming_the_field() -> None:
+@pytest.mark.parametrize(
+    ("policy", "choices"),
+    [
+        pytest.param(
+            POLICY, "choose from: full, mixed, read-only, servers", id="lists-the-presets"
+        ),
+        pytest.param(ScopePolicy(), "choose from: none defined", id="says-there-are-none"),
+    ],
+)
+def test_unknown_preset_is_a_key_input_error_naming_the_field_and_the_choices(
+    policy: ScopePolicy, choices: str
+) -> None:
     with pytest.raises(KeyInputError) as caught:
-        POLICY.preset("everything")
+        policy.preset("everything")
     assert caught.value.field == "preset"
-    assert "everything" in str(caught.value)
+    assert str(caught.value) == f"unknown preset 'everything' ({choices})"
 
 
 def test_a_scope_named_only_in_a_preset_is_known() -> None:
@@ -178,9 +194,92 @@ def test_a_scope_named_only_in_a_preset_is_known() -> None:
     assert "deploy:run" in config.scope_policy.known
 
 
+# Each case names a scope in one place of a `scopes:` section only: from_config
+# must know it all the same, or a `*` preset silently stops handing it out.
+@pytest.mark.parametrize(
+    ("section", "scope"),
+    [
+        pytest.param(ScopesConfig(known=("deploy:run",)), "deploy:run", id="known"),
+        pytest.param(ScopesConfig(default=("deploy:run",)), "deploy:run", id="default"),
+        pytest.param(
+            ScopesConfig(presets=readonly({"ci": ("deploy:run",)})), "deploy:run", id="preset"
+        ),
+        pytest.param(
+            ScopesConfig(implies=readonly({"deploy:run": ("deploy:read",)})),
+            "deploy:run",
+            id="implying",
+        ),
+        pytest.param(
+            ScopesConfig(implies=readonly({"deploy:run": ("deploy:read",)})),
+            "deploy:read",
+            id="implied",
+        ),
+    ],
+)
+def test_from_config_knows_every_scope_its_section_names(section: ScopesConfig, scope: str) -> None:
+    policy = ScopePolicy.from_config(section)
+    assert scope in policy.known
+    everything = replace(section, presets=readonly({**section.presets, "all": ("*",)}))
+    assert scope in ScopePolicy.from_config(everything).preset("all")
+
+
+def test_from_config_knows_its_destructive_scopes_and_never_hands_them_out() -> None:
+    section = ScopesConfig(destructive=("servers:delete",), presets=readonly({"all": ("*",)}))
+    policy = ScopePolicy.from_config(section, known=["servers:read"])
+    assert policy.destructive == {"servers:delete"}
+    assert policy.known == {"servers:delete", "servers:read", "read"}  # "read": the default
+    assert policy.preset("all") == ("read", "servers:read")
+
+
+def test_the_policy_reports_what_it_was_built_with() -> None:
+    assert POLICY.destructive == frozenset(DESTRUCTIVE)
+    assert POLICY.known == {
+        "events:read",
+        "events:write",
+        "servers:read",
+        "servers:write",
+        "servers:delete",
+        "backups:restore",
+        "results",
+        "admin",
+        "owner",
+        "members:read",
+    }
+
+
 def test_is_destructive() -> None:
     assert POLICY.is_destructive("servers:delete")
     assert not POLICY.is_destructive("servers:write")
+
+
+# What a closure keeps under a key type's ceiling (max_scopes): exactly the
+# scopes both grant, as the scopes the app then sees, with no made-up pattern.
+@pytest.mark.parametrize(
+    ("held", "ceiling", "expected"),
+    [
+        pytest.param(["events:*"], ["servers:*"], set(), id="resource-wildcards-of-two-resources"),
+        pytest.param(["*:read"], ["*:write"], set(), id="action-wildcards-of-two-actions"),
+        pytest.param(["events:*"], ["*:read"], {"events:read"}, id="resource-meets-action"),
+        pytest.param(["*:read"], ["events:*"], {"events:read"}, id="action-meets-resource"),
+        pytest.param(["servers:*"], ["*:delete"], set(), id="meet-is-destructive"),
+        pytest.param(["*"], ["events:read", "*:write"], {"events:read", "*:write"}, id="star"),
+        pytest.param(
+            ["events:read", "events:write", "results"], ["*:read"], {"events:read"}, id="concrete"
+        ),
+        pytest.param(
+            ["events:*"], ["events:read", "*:read"], {"events:read"}, id="two-ways-to-one-scope"
+        ),
+    ],
+)
+def test_clamp_keeps_exactly_what_the_ceiling_also_grants(
+    held: list[str], ceiling: list[str], expected: set[str]
+) -> None:
+    assert POLICY.clamp(POLICY.expand(held), ceiling) == expected
+
+
+def test_clamp_returns_a_closure_within_the_ceiling_unchanged() -> None:
+    closure = POLICY.expand(["events:write"])
+    assert POLICY.clamp(closure, ["events:*"]) is closure
 
 
 @pytest.mark.parametrize(

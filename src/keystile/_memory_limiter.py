@@ -132,7 +132,8 @@ class MemoryLimiter:
         """Take one request off each limit (the newest hit), if it still counts any.
 
         A bucket left with nothing in it goes, so that a guard on it costs
-        a dict lookup again (``_guard``'s fast path).
+        a dict lookup again (``_guard``'s fast path): one whose hits are all
+        past their window counts nothing either.
         """
         buckets = self._buckets
         for spec in specs:
@@ -141,11 +142,12 @@ class MemoryLimiter:
                 continue
             if self.strategy == "moving-window":
                 bucket.pop()  # newest last
-                empty = not bucket
+                empty = not bucket or bucket[-1] <= now - spec.window
             elif self.strategy == "fixed-window":
-                if bucket[0] > now and bucket[1] > 0:
-                    bucket[1] -= 1
-                empty = bucket[1] <= 0
+                # A bucket counts one hit at least (it goes at zero); once its
+                # window is over it counts none, so it goes too.
+                bucket[1] -= 1
+                empty = bucket[0] <= now or bucket[1] <= 0
             else:  # sliding window counter: [window_start, previous, current]
                 ((_, state, _, _),) = self._sliding_look((spec,), now)
                 if state[2] > 0:

@@ -51,7 +51,15 @@ TARGETS: dict[str, tuple[tuple[str, ...], float]] = {
     # test_hostile_scopes.py is where max_scopes' algebra (over_ceiling, clamp) is pinned.
     "src/keystile/scopes.py": (("tests/test_scopes.py", "tests/test_hostile_scopes.py"), 96),
     "src/keystile/routes.py": (("tests/test_routes.py",), 95),
-    "src/keystile/sansio.py": (("tests/test_sansio.py", "tests/test_requests.py"), 84),
+    "src/keystile/sansio.py": (
+        (
+            "tests/test_sansio.py",
+            "tests/test_sansio_credentials.py",
+            "tests/test_sansio_targets.py",
+            "tests/test_requests.py",
+        ),
+        84,
+    ),
     "src/keystile/_memory_limiter.py": (
         ("tests/test_memory_limiter.py", "tests/test_memory_limiter_refunds.py"),
         94,

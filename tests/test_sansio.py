@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from keystile.sansio import (
     RequestView,
     client_address,
+    client_ip,
     normalize_path,
     origin_allowed,
     origin_host,
@@ -167,6 +168,66 @@ def test_client_address(peer: str, xff: list[str], expected: str) -> None:
     assert client_address(view(headers, client=peer), TRUSTED) == expected
 
 
+# Without trusted proxies the peer is the client, whatever X-Forwarded-For
+# says; a Unix socket peer (None) has no address unless the config trusts it
+# (`trusted_proxies: [unix]`), and then the header names the client.
+@pytest.mark.parametrize(
+    ("peer", "unix", "expected"),
+    [
+        pytest.param("203.0.113.9", False, "203.0.113.9", id="ipv4"),
+        pytest.param("2001:db8::7", False, "2001:db8::/64", id="ipv6-as-its-64"),
+        pytest.param("::ffff:203.0.113.9", False, "203.0.113.9", id="ipv4-mapped"),
+        pytest.param("testclient", False, "testclient", id="a-name-is-its-own-bucket"),
+        pytest.param("host:name", False, "host:name", id="a-name-with-a-colon"),
+        pytest.param(None, False, None, id="unix-socket"),
+        pytest.param(None, True, "1.2.3.4", id="trusted-unix-socket-reads-the-header"),
+    ],
+)
+def test_client_address_without_trusted_proxies_is_the_peer(
+    peer: str | None, unix: bool, expected: str | None
+) -> None:
+    v = view({"x-forwarded-for": ["1.2.3.4"]}, client=peer)
+    assert client_address(v, (), unix=unix) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "kwargs", "expected", "address"),
+    [
+        pytest.param(None, {}, None, None, id="unix-socket-untrusted-by-default"),
+        pytest.param(None, {"unix": False}, None, None, id="unix-socket-untrusted"),
+        pytest.param(None, {"unix": True}, "1.2.3.4", "1.2.3.4", id="unix-socket-trusted"),
+        pytest.param("testclient", {"unix": True}, None, "testclient", id="a-name-is-no-address"),
+        pytest.param("10.0.0.2", {}, "1.2.3.4", "1.2.3.4", id="trusted-peer"),
+    ],
+)
+def test_a_unix_socket_peer_is_read_through_only_when_trusted(
+    peer: str | None, kwargs: dict[str, bool], expected: str | None, address: str | None
+) -> None:
+    v = view({"x-forwarded-for": ["1.2.3.4"]}, client=peer)
+    found = client_ip(v, TRUSTED, **kwargs)
+    assert found == (None if expected is None else ipaddress.ip_address(expected))
+    assert client_address(v, TRUSTED, **kwargs) == address
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "expected", "address"),
+    [
+        pytest.param("10.0.0.2", [], "10.0.0.2", "10.0.0.2", id="no-header"),
+        pytest.param("10.0.0.2", ["10.0.0.3"], "10.0.0.2", "10.0.0.2", id="every-hop-trusted"),
+        pytest.param("fd00::2", [], "fd00::2", "fd00::/64", id="ipv6-proxy-no-header"),
+        pytest.param("testclient", ["1.2.3.4"], None, "testclient", id="name-with-proxies"),
+    ],
+)
+def test_a_trusted_peer_with_no_client_behind_it_is_the_client(
+    peer: str, xff: list[str], expected: str | None, address: str
+) -> None:
+    trusted = (*TRUSTED, ipaddress.ip_network("fd00::/8"))
+    v = view({"x-forwarded-for": xff} if xff else {}, client=peer)
+    found = client_ip(v, trusted)
+    assert found == (None if expected is None else ipaddress.ip_address(expected))
+    assert client_address(v, trusted) == address
+
+
 def test_trusted_ipv6_proxies_are_skipped_from_the_right() -> None:
     trusted = (ipaddress.ip_network("2001:db8:ffff::/48"),)
     xff = ["[2001:db8:1:2::5]:80, 2001:db8:ffff::1, [2001:db8:ffff::2]:443"]
@@ -238,6 +299,13 @@ def test_trusted_ipv6_proxies_are_skipped_from_the_right() -> None:
         ),
         pytest.param(
             {"origin": ["https://RHUMBY.Example"]}, ["rhumby.example"], True, id="host-any-case"
+        ),
+        pytest.param(
+            {"origin": ["https://rhumby.example:1:2"]}, ["rhumby.example"], False, id="garbled-port"
+        ),
+        # An empty label is no subdomain.
+        pytest.param(
+            {"origin": ["https://.club.example"]}, ["*.club.example"], False, id="wildcard-empty"
         ),
         # Userinfo is never the host: the host is what follows the last "@".
         pytest.param(

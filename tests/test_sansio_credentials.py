@@ -403,6 +403,34 @@ def test_a_query_credential_is_read_by_its_exact_name(
     assert (NONE if found is None else (found.source, found.value)) == expected
 
 
+# The 400's message says what was wrong with the query credential.
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        pytest.param(
+            b"api_key=a&api_key=b",
+            "the api_key query parameter was sent more than once",
+            id="twice",
+        ),
+        pytest.param(
+            b"api_key=a&api_key=b&api_key=c",
+            "the api_key query parameter was sent more than once",
+            id="three-times",
+        ),
+        pytest.param(b"api_key=", "the credential in ?api_key is empty", id="empty"),
+        pytest.param(b"api_key=sk%2Cq", "the credential in ?api_key has a comma", id="comma"),
+        pytest.param(
+            b"api_key=" + b"a" * 513, "the credential in ?api_key is over 512 bytes", id="513-bytes"
+        ),
+        pytest.param(b"key=a&api_key=b", "send one credential, not several", id="two-names"),
+    ],
+)
+def test_a_bad_query_credential_is_refused_saying_why(query: bytes, message: str) -> None:
+    with pytest.raises(BadCredential) as caught:
+        read_credential(view(query_string=query), ("query:key", "query:api_key"))
+    assert str(caught.value).startswith(message)
+
+
 def test_a_query_credential_and_a_header_are_two_credentials() -> None:
     v = view({"authorization": ["Bearer sk_a"]}, query_string=b"api_key=sk_q")
     with pytest.raises(BadCredential, match="one credential"):
@@ -411,6 +439,7 @@ def test_a_query_credential_and_a_header_are_two_credentials() -> None:
 
 def test_embed_token_is_only_read_on_embed_routes() -> None:
     v = RequestView("GET", b"/", query_string=b"token=emb_x", headers={"x-embed-token": ["emb_y"]})
+    assert read_credential(v, SOURCES) is None  # a route is not an embed route unless marked
     assert read_credential(v, SOURCES, embed_route=False) is None
     with pytest.raises(BadCredential):  # both the query and the header: two credentials
         read_credential(v, SOURCES, embed_route=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ipaddress
 import logging
 import os
-import re
 import secrets
 import threading
 import time
@@ -32,23 +30,25 @@ from keystile._redact import redact_url
 from keystile._redis_clients import REDIS_SCHEMES
 from keystile.audit import AuditEvent, Auditor
 from keystile.cache import KeyCache
-from keystile.config import Config, RouteConfig, load_config
+from keystile.config import Config, load_config
 from keystile.errors import ConfigError, LimiterUnavailable, ServiceUnavailable
 from keystile.invalidation import Invalidator
 from keystile.keys import Digester, KeyFormat, imported_hash_context
 from keystile.lifecycle import KeyManager
-from keystile.limiter import Limiter, open_limiter
-from keystile.limiting import LimitCall, specs_for_key
+from keystile.limiter import Limiter, open_limiter, refunds_on
+from keystile.limiting import LimitCall
 from keystile.overrides import LimitOverrides
 from keystile.pipeline import (
     UNMATCHED,
+    Admit,
     Decision,
-    KeyContext,
-    Principal,
+    Event,
+    Lookups,
     Refusal,
     VerifyImported,
     decide,
 )
+from keystile.policy import KeyContext, Policy
 from keystile.sansio import RequestView, client_address
 from keystile.scopes import ScopePolicy
 from keystile.stores import (
@@ -97,22 +97,24 @@ class Keystile:
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         cfg = self.config
-        self.now = clock
-        # The stored form of a secret (HMAC-SHA256 keyed by the pepper); the
-        # pepper itself is not kept on the engine.
-        self.digest: Callable[[str], str] = Digester(self._resolve_pepper(pepper))
-        self.scopes: ScopePolicy = cfg.scope_policy
-        self.routes = cfg.route_table
-        self.formats: dict[str, KeyFormat] = {
-            name: KeyFormat(t.prefix, t.alphabet, t.length, t.checksum)
-            for name, t in cfg.key_types.items()
-        }
+        # What every request is judged against, compiled once. The stored
+        # form of a secret (HMAC-SHA256 keyed by the pepper) lives in it; the
+        # pepper itself is not kept.
+        self.policy = Policy.compile(
+            cfg, Digester(self._resolve_pepper(pepper)), refunds=refunds_on(cfg.limiter)
+        )
+        self.digest: Callable[[str], str] = self.policy.digest
+        self.scopes: ScopePolicy = self.policy.scopes
+        self.routes = self.policy.routes
+        self.formats: Mapping[str, KeyFormat] = self.policy.formats
         self.cache = KeyCache(
             cfg.cache_ttl,
             negative_ttl=cfg.negative_cache_ttl,
             size=cfg.cache_size,
             negative_size=cfg.negative_cache_size,
         )
+        # What decisions share at run time: the cache, lookups in flight, the clock.
+        self.lookups = Lookups(self.cache, clock)
         if store is None and is_memory_url(cfg.store):
             store = MemoryKeyStore(cfg.store)  # one store for sync and async callers
         self._store: KeyStore | None = store
@@ -124,18 +126,16 @@ class Keystile:
         )
         self._store_lock = threading.Lock()
         self._finds = Coalescer()  # concurrent cache misses of one digest: one lookup
-        self._claims: set[str] = set()  # digests whose lookup a request leads (see pipeline)
         self._afinds = AsyncCoalescer()
         self.keys = KeyManager(self)
         self.limits = LimitOverrides(self)
-        self._grants: dict[tuple[str, ...], frozenset[str]] = {}
         self.audit = Auditor(
             cfg.audit,
             store_writer=self._write_audit,
             store_reader=lambda *args: self.store.execute("audit_events", *args),
             clock=clock,
         )
-        # event -> (monotonic time of the last report, requests since): see pipeline
+        # event -> (monotonic time of the last report, requests since): _report_outage
         self.outages: dict[str, tuple[float, int]] = {}
         # Set by keystile.metrics.install (the optional Prometheus extra).
         self.metrics: PrometheusMetrics | None = None
@@ -153,9 +153,6 @@ class Keystile:
         self._closed = False
         self._limiter: Limiter | None = None
         self._imports: Any = None
-        self._contexts: dict[int, KeyContext] = {}  # by id() of a cached record
-        self.rule_ids = {id(rule): i for i, rule in enumerate(cfg.routes)}
-        self.imports_enabled = cfg.imported_keys
         # A WSGI server has no shutdown hook of its own: flush at exit.
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -210,81 +207,22 @@ class Keystile:
             )
         return pepper
 
-    def grants_of(self, scopes: tuple[str, ...]) -> frozenset[str]:
-        """The closure of a key's scopes through ``implies``, memoized per engine."""
-        grants = self._grants.get(scopes)
-        if grants is None:
-            if len(self._grants) >= 4096:
-                self._grants.clear()
-            grants = self._grants[scopes] = self.scopes.expand(scopes)
-        return grants
+    @property
+    def now(self) -> Callable[[], datetime]:
+        """The clock (UTC ``datetime``) that expiry and ``last_used_at`` are read on."""
+        return self.lookups.clock
+
+    @now.setter
+    def now(self, clock: Callable[[], datetime]) -> None:
+        self.lookups.clock = clock
 
     def key_context(self, record: KeyRecord) -> KeyContext:
-        """What the pipeline derives from ``record``, worked out once per record object.
-
-        The cache hands out the same record object until the key changes or
-        its entry expires, so this is one dict lookup on a cache hit. The
-        context holds the record, so its ``id()`` cannot be reused while the
-        entry lives.
-        """
-        context = self._contexts.get(id(record))
-        if context is not None and context.record is record:
-            return context
-        if len(self._contexts) >= self.config.cache_size:
-            self._contexts.clear()
-        key_type = self.config.key_types[record.type]
-        grants = self.grants_of(record.scopes)
-        principal = Principal.of(record, self.scopes, grants)
-        if key_type.max_scopes:
-            # Defence in depth for rows past the ceiling (written before it was
-            # enforced, or by hand): the key gets only what both grant.
-            clamped = self.scopes.clamp(grants, key_type.max_scopes)
-            if clamped is not grants:
-                kept = tuple(s for s in record.scopes if self.scopes.grants(clamped, s))
-                principal = Principal.of(record.replace(scopes=kept), self.scopes, clamped)
-        origin_bound = key_type.origin_bound
-        networks = tuple(ipaddress.ip_network(cidr) for cidr in record.allowed_ips)
-        context = self._contexts[id(record)] = KeyContext(
-            record, principal, origin_bound, networks=networks
-        )
-        return context
-
-    def limit_call(self, rule: RouteConfig | None, context: KeyContext) -> LimitCall:
-        """Every limit of a request by ``context``'s key on ``rule``, as one call."""
-        call = context.limit_calls.get(id(rule))
-        if call is None:
-            rule_id = self.rule_ids.get(id(rule), 0)
-            specs = specs_for_key(self.config, rule, rule_id, context.record)
-            call = context.limit_calls[id(rule)] = LimitCall(specs)
-        return call
-
-    def claim_lookup(self, digest: str) -> bool:
-        """Whether this request leads the lookup of ``digest``; False if another already does.
-
-        A claim spans the failed-auth unit spent before the lookup and the
-        lookup itself, so requests arriving while either runs know to share
-        it. Two threads may both lead in a rare race: each then spends a
-        unit, as without the claim. ``release_lookup`` ends it.
-        """
-        claims = self._claims
-        if digest in claims:
-            return False
-        claims.add(digest)
-        return True
-
-    def release_lookup(self, digest: str) -> None:
-        self._claims.discard(digest)
+        """What a request with ``record``'s key works out to (its principal, its limits)."""
+        return self.policy.context(record)
 
     def key_type_of(self, credential: str) -> str | None:
         """The key type whose format ``credential`` has (checksum included), or None."""
-        for name, fmt in self.formats.items():
-            if credential.startswith(fmt.prefix) and fmt.matches(credential):
-                return name
-        return None
-
-    def has_own_prefix(self, credential: str) -> bool:
-        """Whether ``credential`` starts like one of this config's key types."""
-        return any(credential.startswith(fmt.prefix) for fmt in self.formats.values())
+        return self.policy.key_type_of(credential)
 
     # -- stores ------------------------------------------------------------------
 
@@ -349,46 +287,76 @@ class Keystile:
         if self.invalidator is not None:
             self.invalidator.start()  # a no-op once listening
         perform = self._perform if self.metrics is None else self._perform_timed
-        return self._audit_refusal(view, drive(decide(self, view), perform, ServiceUnavailable))
+        flow = decide(self.policy, self.lookups, view)
+        return self._settle(view, drive(flow, perform, ServiceUnavailable))
 
     async def adecide(self, view: RequestView) -> Decision:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
         if self.invalidator is not None:
             self.invalidator.start()
         aperform = self._aperform if self.metrics is None else self._aperform_timed
-        return self._audit_refusal(
-            view, await adrive(decide(self, view), aperform, ServiceUnavailable)
-        )
+        flow = decide(self.policy, self.lookups, view)
+        return self._settle(view, await adrive(flow, aperform, ServiceUnavailable))
 
     def _perform(self, effect: Any) -> Any:
-        if isinstance(effect, LimitCall):
-            return self.limiter.hit_all(effect)
-        if isinstance(effect, StoreCall):
-            if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
-                (digest,) = effect.args
-                return self._finds.run(digest, lambda: self.store.execute(effect.op, digest))
-            return self.store.execute(effect.op, *effect.args)
+        try:
+            if isinstance(effect, LimitCall):
+                return self.limiter.hit_all(effect)
+            if isinstance(effect, StoreCall):
+                if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
+                    (digest,) = effect.args
+                    return self._finds.run(digest, lambda: self.store.execute(effect.op, digest))
+                return self.store.execute(effect.op, *effect.args)
+        except ServiceUnavailable as exc:
+            self._report_outage(effect, exc)
+            raise
         if isinstance(effect, VerifyImported):
             return self._verify_imported(effect)
+        if isinstance(effect, Event):
+            return self.emit(effect.name, effect.record)
         raise TypeError(f"unknown effect {effect!r}")
 
     async def _aperform(self, effect: Any) -> Any:
-        if isinstance(effect, LimitCall):
-            limiter = self.limiter
-            if limiter.in_process:
-                return limiter.hit_all(effect)  # no I/O: no second coroutine either
-            return await limiter.ahit_all(effect)
-        if isinstance(effect, StoreCall):
-            store = self.astore
-            if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
-                (digest,) = effect.args
-                return await self._afinds.run(digest, lambda: store.aexecute(effect.op, digest))
-            return await store.aexecute(effect.op, *effect.args)
+        try:
+            if isinstance(effect, LimitCall):
+                limiter = self.limiter
+                if limiter.in_process:
+                    return limiter.hit_all(effect)  # no I/O: no second coroutine either
+                return await limiter.ahit_all(effect)
+            if isinstance(effect, StoreCall):
+                store = self.astore
+                if effect.op == "find_by_digest":  # a cache miss: concurrent ones share it
+                    (digest,) = effect.args
+                    return await self._afinds.run(digest, lambda: store.aexecute(effect.op, digest))
+                return await store.aexecute(effect.op, *effect.args)
+        except ServiceUnavailable as exc:
+            self._report_outage(effect, exc)
+            raise
         if isinstance(effect, VerifyImported):
             import anyio.to_thread
 
             return await anyio.to_thread.run_sync(self._verify_imported, effect)
+        if isinstance(effect, Event):
+            return self.emit(effect.name, effect.record)
         raise TypeError(f"unknown effect {effect!r}")
+
+    def _report_outage(self, effect: Any, exc: ServiceUnavailable) -> None:
+        """Log and record an outage at most once a second, with how many requests it hit.
+
+        At a thousand requests a second, one line per refused request would
+        bury the log and flood the audit sinks with copies of the same fact.
+        """
+        event = "limiter.unavailable" if isinstance(effect, LimitCall) else "store.unavailable"
+        now = time.monotonic()
+        last, missed = self.outages.get(event, (0.0, 0))
+        if now - last < OUTAGE_REPORT_EVERY:
+            self.outages[event] = (last, missed + 1)
+            return
+        self.outages[event] = (now, 0)
+        more = f" ({missed} more requests hit it since the last report)" if missed else ""
+        what = "key store" if event.startswith("store") else "rate limiter"
+        logger.error("%s unavailable: %s%s", what, exc, more)
+        self.emit(event, None, reason=f"{exc}{more}")
 
     def _perform_timed(self, effect: Any) -> Any:
         start = time.perf_counter()
@@ -413,20 +381,6 @@ class Keystile:
             return bool(self._imports.verify(effect.secret, effect.hash))
         except (ValueError, TypeError):  # an unknown or garbled hash never verifies
             return False
-
-    def import_lookup_prefix(self, credential: str) -> str | None:
-        """The public part of an imported key, used to find it.
-
-        ``prefix.secret`` (djangorestframework-api-key) gives ``prefix``;
-        ``kg_prefix_secret`` (fastapi-keygate) gives ``kg_prefix``.
-        """
-        keygate = _KEYGATE.fullmatch(credential)
-        if keygate is not None:
-            return f"kg_{keygate.group(1)}"
-        lookup, dot, rest = credential.partition(".")
-        if not dot or not lookup or not rest or len(lookup) > 64:
-            return None
-        return lookup
 
     # -- cache invalidation --------------------------------------------------------
 
@@ -473,10 +427,14 @@ class Keystile:
             )
         )
 
-    def _audit_refusal(self, view: RequestView, decision: Decision) -> Decision:
+    def _settle(self, view: RequestView, decision: Decision) -> Decision:
+        """What follows a decision here: ``last_used_at``, metrics, the audit trail."""
         if self.metrics is not None:
             self.metrics.observe_decision(decision)
-        if isinstance(decision, Refusal) and decision.status in (401, 403, 429):
+        if type(decision) is Admit:
+            if decision.used_at is not None and decision.principal is not None:
+                self._last_used.note(decision.principal.id, decision.used_at)
+        elif isinstance(decision, Refusal) and decision.status in (401, 403, 429):
             if decision.key_id is not None and self.counting:
                 self.count_use(decision.key_id, decision.route or UNMATCHED, decision.status)
             self.audit.record(
@@ -584,7 +542,7 @@ class Keystile:
         await self.aclose()
 
 
-_KEYGATE = re.compile(r"kg_([0-9a-f]{1,32})_[A-Za-z0-9_-]+")
+OUTAGE_REPORT_EVERY = 1.0  # seconds between two log lines (and events) of one outage
 
 
 def _log_cold_limiter(exc: LimiterUnavailable) -> None:

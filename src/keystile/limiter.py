@@ -48,6 +48,7 @@ __all__ = [
     "StrategyLimiter",
     "memory_limiter_warning",
     "open_limiter",
+    "refunds_on",
     "worker_processes",
 ]
 
@@ -175,9 +176,23 @@ class StrategyLimiter:
         pass
 
 
+def _scheme_of(storage: str) -> str:
+    return urlsplit(storage).scheme.lower().removeprefix("async+")
+
+
+def refunds_on(config: LimiterConfig) -> bool:
+    """Whether the limiter ``open_limiter`` makes for ``config`` honours refunds.
+
+    Known before the limiter is opened, so a policy can be compiled without
+    connecting: our own memory and Redis limiters do, ``limits``' storages not.
+    """
+    scheme = _scheme_of(config.storage)
+    return scheme in REDIS_SCHEMES or scheme == "memory"
+
+
 def open_limiter(config: LimiterConfig) -> Limiter:
     """The backend for ``limiter.storage``: Lua on the Redis family, else ``limits``."""
-    scheme = urlsplit(config.storage).scheme.lower().removeprefix("async+")
+    scheme = _scheme_of(config.storage)
     if scheme in REDIS_SCHEMES:
         from keystile._redis_limiter import RedisLimiter
 

@@ -1,27 +1,30 @@
 """The one decision: given a request, admit it (with a principal) or refuse it.
 
-``decide`` is SPEC section 4, written once and free of I/O. It is a
-generator: it yields the I/O it needs (``StoreCall`` for the key store,
-``LimitCall`` for the limiter, ``VerifyImported`` for a slow imported hash)
+``decide`` is SPEC section 4, written once and free of I/O. It reads a
+compiled ``Policy`` (routes, key formats, scopes, limits) and the run-time
+``Lookups`` (the verified-key cache, the lookups in flight, the clock), and
+never the engine. It is a generator: it yields the I/O it needs
+(``StoreCall`` for the key store, ``LimitCall`` for the limiter,
+``VerifyImported`` for a slow imported hash, ``Event`` for the audit trail)
 and receives the answers; a service that fails is thrown into it as
 ``StoreUnavailable`` / ``LimiterUnavailable`` at that yield. ``_flow.drive``
-and ``_flow.adrive`` are the two drivers; the ASGI and WSGI middleware only
-translate a request into a ``RequestView`` and a ``Decision`` back into a
-response.
+and ``_flow.adrive`` are the two drivers; the engine performs the effects,
+and the ASGI and WSGI middleware only translate a request into a
+``RequestView`` and a ``Decision`` back into a response.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keystile.cache import KeyCache
-from keystile.errors import LimiterUnavailable, ServiceUnavailable, StoreUnavailable
+from keystile.config import Config
+from keystile.errors import LimiterUnavailable, StoreUnavailable
 from keystile.limiting import (
     LimitCall,
     LimitResult,
@@ -30,10 +33,10 @@ from keystile.limiting import (
     rate_limit_headers,
     retry_after,
 )
+from keystile.policy import KeyContext, Policy, Principal
 from keystile.routes import RouteMatch
 from keystile.sansio import (
     BadCredential,
-    Network,
     RequestView,
     client_address,
     client_ip,
@@ -42,17 +45,15 @@ from keystile.sansio import (
     read_credential,
     routed_path,
 )
-from keystile.scopes import ScopePolicy
 from keystile.stores.base import KeyRecord, StoreCall
-
-if TYPE_CHECKING:
-    from keystile.engine import Keystile
 
 __all__ = [
     "UNMATCHED",
     "Admit",
     "Decision",
+    "Event",
     "KeyContext",
+    "Lookups",
     "Principal",
     "Refusal",
     "VerifyImported",
@@ -67,59 +68,36 @@ TOO_MANY_FAILURES = "too many failed authentication attempts"
 UNMATCHED = "(unmatched)"  # the route of a request no rule matched, in usage counts
 
 
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated key, as the app sees it: read-only, never the secret.
+class Lookups:
+    """What the decisions of one engine share at run time.
 
-    ``request.state.api_key`` (ASGI) or ``environ["keystile.api_key"]`` (WSGI).
+    The verified-key cache, the digests whose store lookup a request leads
+    now, and the clock that expiry is read on. Memory only: no I/O.
     """
 
-    id: str
-    name: str
-    org: str
-    owner: str | None
-    kind: str
-    type: str
-    scopes: tuple[str, ...]
-    plan: str | None
-    prefix: str
-    metadata: Mapping[str, Any] = field(compare=False)
-    expires_at: datetime | None = None
-    policy: ScopePolicy | None = field(default=None, repr=False, compare=False)
-    grants: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    __slots__ = ("_claims", "cache", "clock")
 
-    def missing_scopes(self, *required: str) -> tuple[str, ...]:
-        """The scopes in ``required`` this key lacks (``implies`` and wildcards counted)."""
-        if self.policy is None:
-            return tuple(s for s in required if s not in self.scopes)
-        return self.policy.missing(self.grants, required, ())
+    def __init__(self, cache: KeyCache, clock: Callable[[], datetime]) -> None:
+        self.cache = cache
+        self.clock = clock
+        self._claims: set[str] = set()
 
-    def has_scopes(self, *required: str) -> bool:
-        """Whether the key holds every scope in ``required``."""
-        return not self.missing_scopes(*required)
+    def claim(self, digest: str) -> bool:
+        """Whether this request leads the lookup of ``digest``; False if another already does.
 
-    @classmethod
-    def of(
-        cls,
-        record: KeyRecord,
-        policy: ScopePolicy | None = None,
-        grants: frozenset[str] = frozenset(),
-    ) -> Principal:
-        return cls(
-            id=record.id,
-            name=record.name,
-            org=record.org,
-            owner=record.owner,
-            kind=record.kind,
-            type=record.type,
-            scopes=record.scopes,
-            plan=record.plan,
-            prefix=record.prefix,
-            metadata=record.metadata,
-            expires_at=record.expires_at,
-            policy=policy,
-            grants=grants,
-        )
+        A claim spans the failed-auth unit spent before the lookup and the
+        lookup itself, so requests arriving while either runs know to share
+        it. Two threads may both lead in a rare race: each then spends a
+        unit, as without the claim. ``release`` ends it.
+        """
+        claims = self._claims
+        if digest in claims:
+            return False
+        claims.add(digest)
+        return True
+
+    def release(self, digest: str) -> None:
+        self._claims.discard(digest)
 
 
 @dataclass(slots=True)
@@ -135,29 +113,14 @@ class Admit:
     headers: Sequence[tuple[str, str]] = ()
     strip_embed_token: bool = False
     route: RouteMatch | None = None
+    # When the key was found valid: the engine notes it as ``last_used_at``.
+    used_at: datetime | None = None
 
 
 def route_of(decision: Admit) -> str:
     """The pattern of the rule that admitted a request, for usage counts."""
     match = decision.route
     return match.rule.path if match is not None else UNMATCHED
-
-
-@dataclass(slots=True)
-class KeyContext:
-    """What the pipeline works out from one key record, once per record.
-
-    The engine keeps one per cached ``KeyRecord`` object, so a key that
-    changes (a new record) gets a new context: the principal the app sees,
-    whether the key's type binds it to origins, and its limits per route.
-    """
-
-    record: KeyRecord
-    principal: Principal
-    origin_bound: bool
-    limit_calls: dict[int, LimitCall] = field(default_factory=dict)  # by id() of the rule
-    # The key's allowed_ips, parsed once; empty: any address.
-    networks: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +151,14 @@ class VerifyImported:
     secret: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Event:
+    """Record an audit event about ``record`` (``key.upgraded``); answered with None."""
+
+    name: str
+    record: KeyRecord
+
+
 Flow = Generator[Any, Any, Decision]
 
 _PASS = Admit()
@@ -208,9 +179,9 @@ def _forbidden(message: str) -> Refusal:
     return Refusal(403, "FORBIDDEN", message)
 
 
-def decide(ks: Keystile, view: RequestView) -> Flow:
+def decide(policy: Policy, lookups: Lookups, view: RequestView) -> Flow:
     """SPEC section 4, steps 2 to 12."""
-    cfg = ks.config
+    cfg = policy.config
     # 2. CORS preflight passes without a key.
     if (
         view.method == "OPTIONS"
@@ -224,7 +195,7 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
     if path is None:
         return _bad_request("malformed request path", credential=False)
     method = "GET" if view.websocket or view.method == "HEAD" else view.method
-    match = ks.routes.match(method, path)
+    match = policy.routes.match(method, path)
     rule = match.rule if match else None
     if rule is None:
         if cfg.default == "public":
@@ -250,15 +221,15 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         credential = read_credential(view, cfg.credentials, embed_route=embed_route)
     except BadCredential as exc:
         if auth:  # rare: a spent address hears 429 before what is wrong with its request
-            refusal, _ = yield from _count(ks, LimitCall(auth, peek=True), TOO_MANY_FAILURES)
+            refusal, _ = yield from _count(cfg, LimitCall(auth, peek=True), TOO_MANY_FAILURES)
             if refusal is not None:
                 return refusal
         return _bad_request(str(exc))
     if credential is None:
-        return (yield from _unauthorized(ks, auth, "API key required", sent=False))
+        return (yield from _unauthorized(cfg, auth, "API key required", sent=False))
     secret = credential.value
-    digest = ks.digest(secret)
-    cached = ks.cache.get(digest)
+    digest = policy.digest(secret)
+    cached = lookups.cache.get(digest)
     record: KeyRecord | None = None
     # The failed-auth unit spent before asking the store (None: none spent).
     spent: LimitResult | None = None
@@ -269,8 +240,8 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
         # was cached, and its digest is the cache key: skip both.
         record, key_type = cached, cached.type
     else:
-        key_type = ks.key_type_of(secret)
-        imported = key_type is None and ks.imports_enabled and not ks.has_own_prefix(secret)
+        key_type = policy.key_type_of(secret)
+        imported = key_type is None and policy.imports_enabled and not policy.has_own_prefix(secret)
         if cached is not None and (key_type is not None or imported):
             # The store (or a slow hash) must answer. Spend a unit of the
             # budget first, so that N concurrent guesses from one address
@@ -279,75 +250,75 @@ def decide(ks: Keystile, view: RequestView) -> Flow:
             # already being looked up shares that lookup and spends nothing
             # (a 401 still spends, below): one client's burst of one key at a
             # cache expiry is one lookup, not a budget's worth of 429s.
-            leads = key_type is None or ks.claim_lookup(digest)
+            leads = key_type is None or lookups.claim(digest)
             sharing = not leads
             try:
                 if auth and leads:
                     call = LimitCall(auth)
-                    if ks.limiter.refunds:
-                        refusal, spent = yield from _count(ks, call, TOO_MANY_FAILURES)
+                    if policy.refunds:
+                        refusal, spent = yield from _count(cfg, call, TOO_MANY_FAILURES)
                     else:  # this storage counts each 401 after the fact
                         call.peek = True
-                        refusal, _ = yield from _count(ks, call, TOO_MANY_FAILURES)
+                        refusal, _ = yield from _count(cfg, call, TOO_MANY_FAILURES)
                     if refusal is not None:
                         return refusal
                 try:
                     if key_type is not None:
-                        record = yield from _lookup(ks.cache, digest)
+                        record = yield from _lookup(lookups.cache, digest)
                     else:
-                        record = yield from _lookup_imported(ks, secret)
-                except StoreUnavailable as exc:
+                        record = yield from _lookup_imported(policy, lookups.cache, secret)
+                except StoreUnavailable:
                     yield from _give_back(spent, auth)
-                    return _store_down(ks, exc)
+                    return _unavailable("the key store is unavailable; try again shortly")
             finally:
                 if leads and key_type is not None:
-                    ks.release_lookup(digest)
+                    lookups.release(digest)
             # The store found the row by its digest; compare again in constant
             # time so no code path depends on a partial match.
             if record is not None and not hmac.compare_digest(record.digest or "", digest):
                 record = None
     if record is None or (key_type is not None and record.type != key_type):
         # One message for unknown keys and bad checksums alike.
-        return (yield from _unauthorized(ks, auth, "invalid API key", spent=spent))
-    now = ks.now()
+        return (yield from _unauthorized(cfg, auth, "invalid API key", spent=spent))
+    now = lookups.clock()
     gone = None
     if record.revoked_at is not None:
         gone = "API key has been revoked"
     elif record.expires_at is not None and record.expires_at <= now:
         gone = "API key has expired"
     if gone is not None:
-        refusal = yield from _unauthorized(ks, auth, gone, spent=spent)
+        refusal = yield from _unauthorized(cfg, auth, gone, spent=spent)
         return _of_key(refusal, record, match) if refusal.status == 401 else refusal
     # The key is valid: the unit spent on its lookup comes back; a key the
     # cache answered for instead makes sure its address has budget left.
     refund = auth if spent is not None else ()
     guard = auth if record is cached or sharing else ()
 
-    context = ks.key_context(record)
-    refusal = _key_refusal(ks, view, match, method, record, context, credential.source)
+    context = policy.context(record)
+    refusal = _key_refusal(policy, view, match, method, record, context, credential.source)
     if refusal is not None:
         if guard or refund:
             check = LimitCall((), guard=guard, refund=refund)
-            limited, _ = yield from _count(ks, check, TOO_MANY_FAILURES)
+            limited, _ = yield from _count(cfg, check, TOO_MANY_FAILURES)
             if limited is not None and limited.status == 429:
                 refusal = limited
         return _of_key(refusal, record, match)
 
     # 11. Limits, all or nothing.
     headers: Sequence[tuple[str, str]] = ()
-    call = ks.limit_call(rule, context)
+    call = policy.limit_call(rule, context)
     if guard or refund:
         call = LimitCall(call.specs, guard=guard, refund=refund)
     if not call.empty:
-        refusal, result = yield from _count(ks, call, "rate limit exceeded")
+        refusal, result = yield from _count(cfg, call, "rate limit exceeded")
         if refusal is not None:
             return _of_key(refusal, record, match)
         if result is not None and result.states:  # None: on_error open let it through
             headers = rate_limit_headers(result, cfg.limiter.headers)
 
-    # 12. The app runs with the principal.
-    ks.note_use(record.id, now)
-    return Admit(context.principal, headers, credential.source.startswith("embed-"), match)
+    # 12. The app runs with the principal (and the engine notes its use).
+    embedded = credential.source.startswith("embed-")
+    return Admit(context.principal, headers, embedded, match, now)
 
 
 def _of_key(refusal: Refusal, record: KeyRecord, match: RouteMatch | None) -> Refusal:
@@ -357,7 +328,7 @@ def _of_key(refusal: Refusal, record: KeyRecord, match: RouteMatch | None) -> Re
 
 
 def _key_refusal(
-    ks: Keystile,
+    policy: Policy,
     view: RequestView,
     match: RouteMatch | None,
     method: str,
@@ -370,7 +341,7 @@ def _key_refusal(
 
     # The key's address allowlist (SPEC section 3), read as step 4 reads addresses.
     if context.networks:
-        cfg = ks.config
+        cfg = policy.config
         ip = client_ip(view, cfg.trusted_proxies, unix=cfg.trust_unix_socket)
         if ip is None or not any(ip in net for net in context.networks):
             return _forbidden("API key is not allowed from this address")
@@ -392,7 +363,7 @@ def _key_refusal(
 
     # 10. Scopes.
     if rule is not None and (rule.scopes or rule.scopes_any):
-        missing = ks.scopes.missing(context.principal.grants, rule.scopes, rule.scopes_any)
+        missing = policy.scopes.missing(context.principal.grants, rule.scopes, rule.scopes_any)
         if missing:
             return _insufficient_scope(missing, any_of=not rule.scopes)
     return None
@@ -407,15 +378,17 @@ def _lookup(cache: KeyCache, digest: str) -> Generator[Any, Any, KeyRecord | Non
     return record
 
 
-def _lookup_imported(ks: Keystile, secret: str) -> Generator[Any, Any, KeyRecord | None]:
+def _lookup_imported(
+    policy: Policy, cache: KeyCache, secret: str
+) -> Generator[Any, Any, KeyRecord | None]:
     # An imported key is found by its digest once upgraded; before that by
     # its public lookup prefix and one slow hash check, then upgraded so the
     # slow hash never runs for it again.
-    digest = ks.digest(secret)
-    record = yield from _lookup(ks.cache, digest)
+    digest = policy.digest(secret)
+    record = yield from _lookup(cache, digest)
     if record is not None:
         return record
-    lookup = ks.import_lookup_prefix(secret)
+    lookup = policy.import_lookup_prefix(secret)
     if lookup is None:
         return None
     candidates: list[KeyRecord] = yield StoreCall("find_imported", (lookup,))
@@ -424,14 +397,14 @@ def _lookup_imported(ks: Keystile, secret: str) -> Generator[Any, Any, KeyRecord
             upgraded: KeyRecord = yield StoreCall(
                 "update", (candidate.id, {"digest": digest, "imported_hash": None})
             )
-            ks.cache.put(digest, upgraded)
-            ks.emit("key.upgraded", upgraded)
+            cache.put(digest, upgraded)
+            yield Event("key.upgraded", upgraded)
             return upgraded
     return None
 
 
 def _unauthorized(
-    ks: Keystile,
+    cfg: Config,
     auth: tuple[LimitSpec, ...],
     message: str,
     *,
@@ -447,13 +420,13 @@ def _unauthorized(
     headers = [("WWW-Authenticate", challenge)]
     counted = spent
     if auth and counted is None:
-        refusal, counted = yield from _count(ks, LimitCall(auth), TOO_MANY_FAILURES)
+        refusal, counted = yield from _count(cfg, LimitCall(auth), TOO_MANY_FAILURES)
         if refusal is not None:
             return refusal
     if counted is not None:
         # A counted response says how much of the budget is left (SPEC section 5);
         # Retry-After belongs to the 429 that follows, not to this 401.
-        styles = ks.config.limiter.headers
+        styles = cfg.limiter.headers
         headers += [h for h in rate_limit_headers(counted, styles) if h[0] != "Retry-After"]
     return Refusal(401, "UNAUTHORIZED", message, tuple(headers))
 
@@ -497,7 +470,7 @@ def _embed_refusal(record: KeyRecord, match: RouteMatch | None, method: str) -> 
 
 
 def _count(
-    ks: Keystile, call: LimitCall, message: str
+    cfg: Config, call: LimitCall, message: str
 ) -> Generator[Any, Any, tuple[Refusal | None, LimitResult | None]]:
     """Ask the limiter; a refusal if a limit is spent or the limiter is down (closed).
 
@@ -506,50 +479,19 @@ def _count(
     """
     try:
         result: LimitResult = yield call
-    except LimiterUnavailable as exc:
-        return _limiter_down(ks, exc), None
+    except LimiterUnavailable:
+        if cfg.limiter.on_error == "open":
+            return None, None
+        return _unavailable("the rate limiter is unavailable; try again shortly"), None
     if not result.admitted:
-        return _too_many(ks, result, TOO_MANY_FAILURES if result.guarded else message), None
+        return _too_many(cfg, result, TOO_MANY_FAILURES if result.guarded else message), None
     return None, result
 
 
-def _too_many(ks: Keystile, result: LimitResult, message: str) -> Refusal:
-    headers = rate_limit_headers(result, ks.config.limiter.headers)
+def _too_many(cfg: Config, result: LimitResult, message: str) -> Refusal:
+    headers = rate_limit_headers(result, cfg.limiter.headers)
     state = result.tightest()
     wait = retry_after(state) if state else 1
     if not any(name == "Retry-After" for name, _ in headers):
         headers.append(("Retry-After", str(wait)))
     return Refusal(429, "RATE_LIMITED", message, tuple(headers), {"retry_after": wait})
-
-
-def _store_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal:
-    _report_outage(ks, "store.unavailable", exc)
-    return _unavailable("the key store is unavailable; try again shortly")
-
-
-def _limiter_down(ks: Keystile, exc: ServiceUnavailable) -> Refusal | None:
-    _report_outage(ks, "limiter.unavailable", exc)
-    if ks.config.limiter.on_error == "open":
-        return None
-    return _unavailable("the rate limiter is unavailable; try again shortly")
-
-
-OUTAGE_REPORT_EVERY = 1.0  # seconds between two log lines (and events) of one outage
-
-
-def _report_outage(ks: Keystile, event: str, exc: ServiceUnavailable) -> None:
-    """Log and record an outage at most once a second, with how many requests it hit.
-
-    At a thousand requests a second, one line per refused request would bury
-    the log and flood the audit sinks with copies of the same fact.
-    """
-    now = time.monotonic()
-    last, missed = ks.outages.get(event, (0.0, 0))
-    if now - last < OUTAGE_REPORT_EVERY:
-        ks.outages[event] = (last, missed + 1)
-        return
-    ks.outages[event] = (now, 0)
-    more = f" ({missed} more requests hit it since the last report)" if missed else ""
-    what = "key store" if event.startswith("store") else "rate limiter"
-    logger.error("%s unavailable: %s%s", what, exc, more)
-    ks.emit(event, None, reason=f"{exc}{more}")

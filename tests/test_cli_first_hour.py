@@ -177,7 +177,7 @@ def test_explain_prints_the_precedence_rule_that_decided(shell: Shell) -> None:
 
 def test_explain_with_scopes_answers_admitted_or_which_scope_is_missing(shell: Shell) -> None:
     refused = shell("explain", "GET", "/api/v1/events", "--scopes", "results")
-    assert "verdict:   refused: 403 FORBIDDEN (scope missing: events:read)" in refused.out
+    assert "verdict:   refused: 403 INSUFFICIENT_SCOPE (scope missing: events:read)" in refused.out
     implied = shell("explain", "GET", "/api/v1/events", "--scopes", "admin")
     assert "verdict:   admitted" in implied.out
     both = shell("explain", "GET", "/x", "--scopes", "a", "--key", "key_x")
@@ -280,3 +280,10 @@ def test_explain_with_an_embed_key_applies_the_type_rules(shell: Shell) -> None:
     )
     done = shell("explain", "GET", "/api/v1/events", "--key", made.record.id)
     assert "refused: 403 FORBIDDEN (embed keys are accepted on embed routes only)" in done.out
+
+
+def test_the_import_summary_counts_one_row_in_the_singular() -> None:
+    from keystile._cli_progress import summary
+
+    assert summary(1, 1, []) == "1 row: 1 imported, 0 skipped\n"
+    assert summary(2, 1, ["revoked"]) == "2 rows: 1 imported, 1 skipped (1 revoked)\n"

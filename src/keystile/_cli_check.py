@@ -216,7 +216,7 @@ def verdict(
         grants = policy.clamp(grants, key_type.max_scopes)
     missing = policy.missing(grants, rule.scopes, rule.scopes_any)
     if missing:
-        return f"refused: 403 FORBIDDEN (scope missing: {', '.join(missing)})"
+        return f"refused: 403 INSUFFICIENT_SCOPE (scope missing: {', '.join(missing)})"
     if rule.org_param and key is None:
         wanted = match.params.get(rule.org_param)
         return f"admitted if the key's org is {wanted} (org_param {rule.org_param})"

@@ -40,7 +40,7 @@ def summary(rows: int, done: int, skipped: Sequence[str], *, dry_run: bool = Fal
         counts[reason] = counts.get(reason, 0) + 1
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
     return (
-        f"{rows} rows: {done} imported, {len(skipped)} skipped"
+        f"{rows} {'row' if rows == 1 else 'rows'}: {done} imported, {len(skipped)} skipped"
         + (f" ({why})" if why else "")
         + "\n"
     )

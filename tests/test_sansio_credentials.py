@@ -355,6 +355,30 @@ def test_a_scheme_credential_beside_an_x_api_key_is_two_credentials(
         read_credential(v, sources)
 
 
+def test_bearer_is_no_key_where_credentials_list_other_sources_only() -> None:
+    # Authorization is read (for the scheme), but Bearer is not listed: a
+    # Bearer token is no credential at all, on the fast path as on the other.
+    sent = view({"authorization": ["Bearer sk_a"]})
+    assert read_credential(sent, ("x-api-key", "scheme:Api-Key")) is None
+    assert _read_any(sent, ("x-api-key", "scheme:Api-Key"), False) is None
+
+
+@pytest.mark.parametrize(
+    ("sources", "header", "name"),
+    [
+        pytest.param(SOURCES, "Bearer a b", "Bearer", id="bearer"),
+        pytest.param(WITH_SCHEME, "Api-Key a b", "Api-Key", id="scheme"),
+        pytest.param(SCHEME_ONLY, "api-key a b", "Api-Key", id="scheme-as-configured"),
+    ],
+)
+def test_a_malformed_credential_is_named_by_its_scheme_as_configured(
+    sources: tuple[str, ...], header: str, name: str
+) -> None:
+    with pytest.raises(BadCredential) as refused:
+        _read_any(view({"authorization": [header]}), sources, False)
+    assert str(refused.value) == f"the {name} credential is malformed"
+
+
 _plain_token = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=","),
     min_size=1,

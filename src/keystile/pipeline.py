@@ -306,9 +306,12 @@ def decide(policy: Policy, lookups: Lookups, view: RequestView) -> Flow:
 
     # 11. Limits, all or nothing.
     headers: Sequence[tuple[str, str]] = ()
-    call = policy.limit_call(rule, context)
-    if guard or refund:
-        call = LimitCall(call.specs, guard=guard, refund=refund)
+    if refund:
+        call = LimitCall(policy.limit_call(rule, context).specs, guard=guard, refund=refund)
+    elif guard:
+        call = policy.guarded_call(rule, context, guard)
+    else:
+        call = policy.limit_call(rule, context)
     if not call.empty:
         refusal, result = yield from _count(cfg, call, "rate limit exceeded")
         if refusal is not None:
@@ -363,7 +366,7 @@ def _key_refusal(
 
     # 10. Scopes.
     if rule is not None and (rule.scopes or rule.scopes_any):
-        missing = policy.scopes.missing(context.principal.grants, rule.scopes, rule.scopes_any)
+        missing = policy.missing_scopes(rule, context)
         if missing:
             return _insufficient_scope(missing, any_of=not rule.scopes)
     return None

@@ -20,7 +20,7 @@ from typing import Any
 
 from keystile.config import Config, RouteConfig
 from keystile.keys import KeyFormat
-from keystile.limiting import LimitCall, specs_for_key
+from keystile.limiting import LimitCall, LimitSpec, specs_for_key
 from keystile.routes import RouteTable
 from keystile.sansio import Network
 from keystile.scopes import ScopePolicy
@@ -101,6 +101,10 @@ class KeyContext:
     limit_calls: dict[int, LimitCall] = field(default_factory=dict)  # by id() of the rule
     # The key's allowed_ips, parsed once; empty: any address.
     networks: tuple[Network, ...] = ()
+    # By id() of the rule: the scopes the key lacks there, and its limits
+    # guarded by the last address's failed-auth budget (that budget, the call).
+    missing: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    guarded: dict[int, tuple[tuple[LimitSpec, ...], LimitCall]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,6 +220,30 @@ class Policy:
             specs = specs_for_key(self.config, rule, rule_id, context.record)
             call = context.limit_calls[id(rule)] = LimitCall(specs)
         return call
+
+    def guarded_call(
+        self, rule: RouteConfig | None, context: KeyContext, guard: tuple[LimitSpec, ...]
+    ) -> LimitCall:
+        """``limit_call``, admitted only while ``guard`` (an address's budget) has room.
+
+        The budget of one address is one memoized tuple (``failed_auth_specs``),
+        so a key calling from the same address again reuses its call.
+        """
+        last = context.guarded.get(id(rule))
+        if last is not None and last[0] is guard:
+            return last[1]
+        call = LimitCall(self.limit_call(rule, context).specs, guard=guard)
+        context.guarded[id(rule)] = (guard, call)
+        return call
+
+    def missing_scopes(self, rule: RouteConfig, context: KeyContext) -> tuple[str, ...]:
+        """The scopes ``rule`` requires that ``context``'s key lacks (none: empty)."""
+        missing = context.missing.get(id(rule))
+        if missing is None:
+            grants = context.principal.grants
+            missing = self.scopes.missing(grants, rule.scopes, rule.scopes_any)
+            context.missing[id(rule)] = missing
+        return missing
 
 
 _KEYGATE = re.compile(r"kg_([0-9a-f]{1,32})_[A-Za-z0-9_-]+")

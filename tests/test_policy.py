@@ -81,3 +81,38 @@ def test_the_policy_knows_whether_the_limiter_refunds_before_it_is_opened(
         assert limiter.refunds is refunds
     finally:
         limiter.close()
+
+
+def test_the_remembered_route_tells_targets_apart_and_stays_bounded() -> None:
+    from keystile import policy as policy_module
+
+    config = {
+        "store": "memory://",
+        "routes": [
+            {"path": "/a/{x}", "methods": ["GET"], "scopes": ["a:read"]},
+            {"path": "/a/{x}", "methods": ["POST"], "scopes": ["a:write"]},
+        ],
+    }
+    with Keystile(config, pepper=PEPPER) as ks:
+        policy = ks.policy
+
+        def scopes(view: RequestView) -> object:
+            sound, match = policy.route(view)
+            return match.rule.scopes if sound and match else (sound, match)
+
+        for _ in range(2):  # the second time from memory, the same answers
+            assert scopes(RequestView("GET", b"/a/1")) == ("a:read",)
+            assert scopes(RequestView("HEAD", b"/a/1")) == ("a:read",)
+            assert scopes(RequestView("POST", b"/a/1")) == ("a:write",)
+            assert scopes(RequestView("GET", b"/a/1/b")) == (True, None)
+            assert scopes(RequestView("GET", b"/a/%2e%2e", path_encoded=True)) == (False, None)
+            # Not percent-encoded (WSGI): a literal segment, not a dot-segment.
+            assert scopes(RequestView("GET", b"/a/%2e%2e")) == ("a:read",)
+            mounted = RequestView("GET", b"/api/a/1", root_path="/api")
+            assert scopes(mounted) == ("a:read",)
+            assert scopes(RequestView("GET", b"/api/a/1")) == (True, None)  # not mounted
+            assert scopes(RequestView("GET", b"/a/1", raw_uri=b"/a/..%2f")) == (False, None)
+        for i in range(policy_module.MAX_ROUTED + 10):
+            policy.route(RequestView("GET", f"/a/{i}".encode()))
+        assert len(policy._routed) <= policy_module.MAX_ROUTED
+        assert scopes(RequestView("GET", b"/a/1")) == ("a:read",)

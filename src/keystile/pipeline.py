@@ -43,7 +43,6 @@ from keystile.sansio import (
     origin_allowed,
     origin_host,
     read_credential,
-    routed_path,
 )
 from keystile.stores.base import KeyRecord, StoreCall
 
@@ -191,11 +190,10 @@ def decide(policy: Policy, lookups: Lookups, view: RequestView) -> Flow:
         return _PASS
 
     # 3. The route, on the path the app routes on.
-    path = routed_path(view)
-    if path is None:
+    sound, match = policy.route(view)
+    if not sound:
         return _bad_request("malformed request path", credential=False)
     method = "GET" if view.websocket or view.method == "HEAD" else view.method
-    match = policy.routes.match(method, path)
     rule = match.rule if match else None
     if rule is None:
         if cfg.default == "public":

@@ -21,14 +21,18 @@ from typing import Any
 from keystile.config import Config, RouteConfig
 from keystile.keys import KeyFormat
 from keystile.limiting import LimitCall, LimitSpec, specs_for_key
-from keystile.routes import RouteTable
-from keystile.sansio import Network
+from keystile.routes import RouteMatch, RouteTable
+from keystile.sansio import Network, RequestView, routed_path
 from keystile.scopes import ScopePolicy
 from keystile.stores.base import KeyRecord
 
 __all__ = ["KeyContext", "Policy", "Principal"]
 
 MAX_GRANT_SETS = 4096  # distinct scope lists remembered with their closure
+MAX_ROUTED = 4096  # distinct request targets remembered with their rule
+
+# What ``Policy.route`` answers: whether the path is sound, and the rule's match.
+Routed = tuple[bool, RouteMatch | None]
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class Policy:
     rule_ids: Mapping[int, int] = field(repr=False)  # id() of a rule -> its index
     _grants: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict, repr=False)
     _contexts: dict[int, KeyContext] = field(default_factory=dict, repr=False)
+    _routed: dict[tuple[Any, ...], Routed] = field(default_factory=dict, repr=False)
 
     @classmethod
     def compile(cls, config: Config, digest: Callable[[str], str], *, refunds: bool) -> Policy:
@@ -171,6 +176,36 @@ class Policy:
         if not dot or not lookup or not rest or len(lookup) > 64:
             return None
         return lookup
+
+    # -- the route -----------------------------------------------------------------------
+
+    def route(self, view: RequestView) -> Routed:
+        """``(False, None)`` for a path to refuse (400), else ``(True, the rule's match)``.
+
+        The answer follows from the method and the target alone, and clients
+        repeat their targets, so it is remembered (bounded): the normalization
+        and the table walk run once per distinct target.
+        """
+        target = (
+            view.method,
+            view.websocket,
+            view.path,
+            view.path_encoded,
+            view.root_path,
+            view.raw_uri,
+        )
+        routed = self._routed.get(target)
+        if routed is None:
+            path = routed_path(view)
+            if path is None:
+                routed = (False, None)
+            else:
+                method = "GET" if view.websocket or view.method == "HEAD" else view.method
+                routed = (True, self.routes.match(method, path))
+            if len(self._routed) >= MAX_ROUTED:
+                self._routed.clear()
+            self._routed[target] = routed
+        return routed
 
     # -- what a key record works out to ----------------------------------------------------
 

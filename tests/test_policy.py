@@ -115,4 +115,7 @@ def test_the_remembered_route_tells_targets_apart_and_stays_bounded() -> None:
         for i in range(policy_module.MAX_ROUTED + 10):
             policy.route(RequestView("GET", f"/a/{i}".encode()))
         assert len(policy._routed) <= policy_module.MAX_ROUTED
+        policy._routed.clear()
+        long = RequestView("GET", b"/a/" + b"x" * policy_module.MAX_ROUTED_PATH)
+        assert scopes(long) == ("a:read",) and not policy._routed  # routed, not remembered
         assert scopes(RequestView("GET", b"/a/1")) == ("a:read",)

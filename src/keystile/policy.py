@@ -30,6 +30,7 @@ __all__ = ["KeyContext", "Policy", "Principal"]
 
 MAX_GRANT_SETS = 4096  # distinct scope lists remembered with their closure
 MAX_ROUTED = 4096  # distinct request targets remembered with their rule
+MAX_ROUTED_PATH = 512  # bytes: longer paths are routed afresh (memory stays ~2 MB)
 
 # What ``Policy.route`` answers: whether the path is sound, and the rule's match.
 Routed = tuple[bool, RouteMatch | None]
@@ -202,9 +203,10 @@ class Policy:
             else:
                 method = "GET" if view.websocket or view.method == "HEAD" else view.method
                 routed = (True, self.routes.match(method, path))
-            if len(self._routed) >= MAX_ROUTED:
-                self._routed.clear()
-            self._routed[target] = routed
+            if len(view.path) <= MAX_ROUTED_PATH:  # a long target is no repeat caller's
+                if len(self._routed) >= MAX_ROUTED:
+                    self._routed.clear()
+                self._routed[target] = routed
         return routed
 
     # -- what a key record works out to ----------------------------------------------------

@@ -145,6 +145,14 @@ def test_key_round_trip_create_list_rotate_update_revoke(workdir: Path) -> None:
     assert rotated["previous_expires_at"].endswith("Z")
     during_grace = {k["id"] for k in ok_json(workdir, "keys", "list")}
     assert during_grace == {created["id"], rotated["id"]}
+    # A key is rotated once: again, in its grace, is refused and names the successor.
+    for mode in ([], ["--json"]):
+        again = run(workdir, "keys", "rotate", created["id"], "--grace", "1h", *mode)
+        assert_one_error_line(
+            again, 1, f"its successor is {rotated['id']}; rotate {rotated['id']} instead"
+        )
+        assert again.stdout == ""
+    assert {k["id"] for k in ok_json(workdir, "keys", "list")} == during_grace
 
     updated = ok_json(
         workdir, "keys", "update", rotated["id"], "--name", "CI",

@@ -394,6 +394,51 @@ def test_rotate_shows_the_new_secret_once_and_a_repeat_rotates_nothing(
     assert secret not in site.get(f"/{new.id}").text
 
 
+@pytest.mark.parametrize("rival_then", ["kept", "revoked"])
+def test_a_rotation_that_loses_the_race_is_409_already_rotated(
+    site: Site, ks: Keystile, monkeypatch: pytest.MonkeyPatch, rival_then: str
+) -> None:
+    """Two rotate POSTs at once: both pass the page's check, the store lets one rotate.
+
+    The loser shows the page a later POST would; if the winner's key was
+    revoked meanwhile (nothing left to point to), a plain 409 saying why.
+    """
+    key = bot_key(ks)
+    rivals: list[Any] = []
+    real_list, real_alist = ks.keys.list, ks.keys.alist
+
+    def rival_acts() -> bool:
+        """Whether this is the page's first look; the rival rotates right after it."""
+        if rival_then == "revoked" and rivals:
+            ks.keys.revoke(rivals[0].id)
+        return not rivals
+
+    def list_then_lose(org: str | None = None) -> Any:
+        first_look = rival_acts()
+        listed = real_list(org)
+        if first_look:
+            rivals.append(ks.keys.rotate(key.id, grace="1h"))
+        return listed
+
+    async def alist_then_lose(org: str | None = None) -> Any:
+        first_look = rival_acts()
+        listed = await real_alist(org)
+        if first_look:
+            rivals.append(await ks.keys.arotate(key.id, grace="1h"))
+        return listed
+
+    monkeypatch.setattr(ks.keys, "list", list_then_lose)
+    monkeypatch.setattr(ks.keys, "alist", alist_then_lose)
+    reply = site.post(f"/{key.id}/rotate", {"grace": "24h"})
+    (rival,) = rivals
+    assert reply.status == 409 and reply.has("Key already rotated"), reply.text
+    assert reply.has(rival.id) and rival.secret not in reply.text
+    assert "Save this API key now" not in reply.text
+    assert {r.id for r in ks.keys.list_all("acme")} == {key.id, rival.id}
+    if rival_then == "revoked":
+        assert reply.has(f"its successor is {rival.id}")
+
+
 @pytest.mark.parametrize("grace", ["none", "1h", "7d"])
 def test_rotate_takes_the_grace_periods_offered(site: Site, ks: Keystile, grace: str) -> None:
     key = bot_key(ks)

@@ -219,6 +219,29 @@ def test_a_rotated_user_key_keeps_its_owner_and_its_slot(api: Api) -> None:
     assert_error(api("POST", json={"name": "again", "kind": "user"}), 409, "CONFLICT")
 
 
+@pytest.mark.parametrize("kind", ["bot", "user"])
+def test_rotating_a_key_in_its_grace_again_is_409_naming_its_successor(api: Api, kind: str) -> None:
+    old = api.create(kind=kind)
+    first = rotate(api, old["id"], {"gracePeriod": "24h"}).data
+    listed, kept = api("GET").data, keys_of(api.ks)
+    answer = rotate(api, old["id"], {"gracePeriod": "1h"})
+    assert_error(answer, 409, "CONFLICT")
+    assert answer.body["error"] == (
+        f"key {old['id']} was already rotated: its successor is {first['id']}; "
+        f"rotate {first['id']} instead"
+    )
+    text = json.dumps(answer.body)
+    assert old["apiKey"] not in text and first["apiKey"] not in text
+    # No key made, and the old key's grace is what the first rotation set.
+    assert (api("GET").data, keys_of(api.ks)) == (listed, kept)
+    # The successor is the key to rotate; a personal key's 409 keeps its own message.
+    assert rotate(api, first["id"], {}).status == 201
+    if kind == "user":
+        refused = api("POST", json={"name": "again", "kind": "user"})
+        assert_error(refused, 409, "CONFLICT")
+        assert "personal API key" in refused.body["error"]
+
+
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE", "PUT"])
 def test_rotate_takes_post_only(api: Api, method: str) -> None:
     old = api.create()

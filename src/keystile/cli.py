@@ -63,7 +63,8 @@ Exit status:
 0     success (``explain`` of an unmatched path included)
 1     a failed check: invalid, missing or empty config, bad YAML, missing pepper;
       unknown or inactive key id; revoking a key already revoked; a conflict
-      (one user key per user and org)
+      (one user key per user and org; rotating a key whose successor is
+      still active: the message names the successor, the key to rotate)
 2     usage or input error: unknown option, empty or over-long name, days
       outside 1 to 365, malformed or unknown scope, no scope, bad rate limit or
       grace, unknown preset or plan

@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError              a mistake in the configuration (file and line when known)
     ├── KeyInputError (ValueError)  bad arguments to the key API (name, scopes, days...)
     ├── KeyNotFound (LookupError)   no such key id (or not in the caller's org)
-    ├── KeyConflict              a unique rule refused the key (one user key per user and org)
+    ├── KeyConflict              a unique rule refused the key (one user key per user and
+    │                            org; one rotation of a key while its successor is active)
     └── ServiceUnavailable       a backing service failed or timed out
         ├── StoreUnavailable     the key store
         └── LimiterUnavailable   the rate-limiter storage
@@ -68,7 +69,12 @@ class KeyNotFound(KeystileError, LookupError):
 
 
 class KeyConflict(KeystileError):
-    """The store's unique rules refused the key."""
+    """The store's unique rules refused the key.
+
+    One active user key per (user, org); and a key is rotated once: while
+    its successor is active, a second rotation is refused, naming the
+    successor to rotate instead.
+    """
 
 
 class ServiceUnavailable(KeystileError):

@@ -274,6 +274,19 @@ class KeyManager:
         return await self._arun(self._revoke(key_id))
 
     def rotate(self, key_id: str, grace: str | float | None = None) -> NewKey:
+        """A successor of ``key_id`` with a new secret; the old key lives ``grace`` more.
+
+        The successor keeps the old key's name, scopes, owner and expiry.
+        With no grace (``None``, ``0``) the old key is revoked at once;
+        otherwise it expires when the grace ends (or earlier, at its own
+        expiry). ``KeyNotFound`` if the key is unknown, revoked or expired.
+
+        A key is rotated once: while its successor is active, rotating it
+        again raises ``KeyConflict`` naming the successor, which is the key
+        to rotate next. (A second successor would inherit the grace-shortened
+        expiry and die with the old key.) The store decides this under the
+        old key's lock, so of two rotations racing one wins.
+        """
         return self._run(self._rotate(key_id, grace))
 
     async def arotate(self, key_id: str, grace: str | float | None = None) -> NewKey:

@@ -106,6 +106,61 @@ def test_rotation_without_grace_ends_the_old_key_now(ks: Any) -> None:
     assert _ask(ks, new.secret).principal.id == new.id
 
 
+def test_a_key_in_its_grace_is_rotated_once_then_its_successor_is(store_url: str) -> None:
+    from tests.conftest import make_engine
+
+    clock = _Clock()
+    ks = make_engine(store_url)
+    ks.now = clock
+    try:
+        old = ks.keys.create(name="k", org="acme", user="u_1")
+        first = ks.keys.rotate(old.id, grace="24h")
+        before = ks.keys.list_all("acme")
+        with pytest.raises(KeyConflict) as refused:
+            ks.keys.rotate(old.id, grace="1h")
+        assert str(refused.value) == (
+            f"key {old.id} was already rotated: its successor is {first.id}; "
+            f"rotate {first.id} instead"
+        )
+        assert old.secret not in str(refused.value) and first.secret not in str(refused.value)
+        # Nothing changed: no third key, the old key's grace and the successor as they were.
+        assert ks.keys.list_all("acme") == before
+        assert _ask(ks, old.secret).principal.id == old.id
+        assert _ask(ks, first.secret).principal.id == first.id
+        # The successor is the one to rotate, and it can be.
+        second = ks.keys.rotate(first.id, grace="1h")
+        assert second.rotated_from == first.id and second.expires_at is None
+        with pytest.raises(KeyConflict, match=f"its successor is {second.id};"):
+            ks.keys.rotate(first.id)
+        # Once the grace is over the old key has expired: rotating it is "not found".
+        clock.advance(hours=24, seconds=1)
+        with pytest.raises(KeyNotFound):
+            ks.keys.rotate(old.id)
+        assert {k.id for k in ks.keys.list(org="acme")} == {second.id}
+    finally:
+        ks.close()
+
+
+def test_an_expired_or_revoked_successor_does_not_block_a_rotation(ks: Any) -> None:
+    old = ks.keys.create(name="k", org="acme")
+    first = ks.keys.rotate(old.id, grace="24h")
+    ks.keys.revoke(first.id)
+    second = ks.keys.rotate(old.id, grace="1h")
+    assert second.rotated_from == old.id
+    with pytest.raises(KeyConflict, match=f"its successor is {second.id};"):
+        ks.keys.rotate(old.id)
+
+
+@pytest.mark.anyio
+async def test_async_rotate_refuses_a_key_in_its_grace(ks: Any) -> None:
+    old = await ks.keys.acreate(name="k", org="acme")
+    first = await ks.keys.arotate(old.id, grace="1h")
+    with pytest.raises(KeyConflict, match=f"its successor is {first.id}; rotate {first.id}"):
+        await ks.keys.arotate(old.id, grace="1h")
+    assert len(await ks.keys.alist(org="acme")) == 2
+    await ks.aclose()
+
+
 def test_revoke_user_ends_that_members_keys_in_one_org_only(ks: Any) -> None:
     mine = ks.keys.create(name="mine", org="acme", user="u_42")
     other_org = ks.keys.create(name="elsewhere", org="globex", user="u_42")

@@ -334,26 +334,24 @@ class Visit:
         record: KeyRecord = yield KeyCall("get", (key_id,))
         if record.org != self.caller.org:
             raise KeyNotFound(key_id)
-        active: list[KeyRecord] = yield KeyCall("list", (self.caller.org,))
-        successor = successors(active).get(key_id)
-        if successor is not None:
-            # A reload of the rotate POST, or a second rotation: the new
-            # secret was shown once; the page says where the new key is.
-            return self.page(
-                409,
-                "shown.html",
-                "Key already rotated",
-                key=self._view(next(r for r in active if r.id == successor)),
-                secret=None,
-                action="rotated",
-                grace=None,
-            )
+        shown = yield from self._already_rotated(key_id)
+        if shown is not None:
+            return shown
         yield from self._own(key_id)
         try:
             grace = read_grace(form.one("grace"))
         except Invalid as err:
             return (yield from self.key_page(key_id, form, err.errors, 400))
-        new = yield KeyCall("rotate", (key_id,), {"grace": grace})
+        try:
+            new = yield KeyCall("rotate", (key_id,), {"grace": grace})
+        except KeyConflict as err:
+            # Another rotation of this key got there between the check above
+            # and this one (the store decides, under the key's lock): the
+            # same page as when it came first.
+            shown = yield from self._already_rotated(key_id)
+            if shown is None:  # and its successor has been revoked since
+                raise Refused(409, "Key already rotated", str(err)) from None
+            return shown
         return self.page(
             201,
             "shown.html",
@@ -362,6 +360,24 @@ class Visit:
             secret=ShownOnce(new.secret),
             action="rotated",
             grace=None if grace is None else dict(GRACE_CHOICES)[grace],
+        )
+
+    def _already_rotated(self, key_id: str) -> Generator[Effect, Any, Page | None]:
+        """The 409 page of a key with an active successor; ``None`` if it has none."""
+        active: list[KeyRecord] = yield KeyCall("list", (self.caller.org,))
+        successor = successors(active).get(key_id)
+        if successor is None:
+            return None
+        # A reload of the rotate POST, or a second rotation: the new secret
+        # was shown once; the page says where the new key is.
+        return self.page(
+            409,
+            "shown.html",
+            "Key already rotated",
+            key=self._view(next(r for r in active if r.id == successor)),
+            secret=None,
+            action="rotated",
+            grace=None,
         )
 
     def revoke_confirm(self, key_id: str) -> Flow:

@@ -140,7 +140,7 @@ class KeyAPI:
             return ApiError(400, "BAD_REQUEST", str(err), field=field).refusal
         except KeyNotFound:
             return NOT_FOUND
-        except KeyConflict:
+        except KeyConflict:  # create's one user key per user and org (rotate has its own)
             return Refusal(
                 409,
                 "CONFLICT",
@@ -250,7 +250,13 @@ class KeyAPI:
                 "gracePeriod",
             ) from None
         yield from self._own_key(target, caller)
-        new = yield KeyCall("rotate", (target,), {"grace": grace})
+        try:
+            new = yield KeyCall("rotate", (target,), {"grace": grace})
+        except KeyConflict as err:
+            # The key is in its grace with an active successor (the store
+            # decides, so of two racing rotations one gets this): its
+            # message names the successor to rotate instead, never a secret.
+            raise ApiError(409, "CONFLICT", str(err)) from None
         return self._made(new)
 
     def _usage(self, request: ApiRequest, caller: Caller) -> Operation:

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from keystile.errors import KeyConflict, StoreUnavailable
-from keystile.stores.base import STORE_OPS, KeyRecord, freeze
+from keystile.stores.base import STORE_OPS, KeyRecord, already_rotated, freeze
 
 SCHEMA_VERSION = 3  # 2: keystile_usage; 3: keystile_keys.allowed_ips
 
@@ -310,6 +310,19 @@ def op_rotate(
     old = _record(row)
     if not old.is_active(now):
         return None
+    # Read after the row lock is held: a rotation that got it first has
+    # committed its successor by then (READ COMMITTED on PostgreSQL; on
+    # MariaDB this is the transaction's first consistent read, so its
+    # snapshot is taken now). The org's index narrows the search.
+    successor = conn.execute(
+        sa.select(_k.id)
+        .where(_k.org == old.org, _k.rotated_from == old_id)
+        .where(_active(_to_db(now)))  # type: ignore[arg-type]
+        .order_by(_k.created_at.desc(), _k.id.desc())
+        .limit(1)
+    ).scalar()
+    if successor is not None:
+        raise already_rotated(old_id, successor)
     if old_expires_at <= now:
         updated = old.replace(revoked_at=now)
     else:

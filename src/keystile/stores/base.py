@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from keystile.errors import KeyConflict
+
 __all__ = [
     "STORE_OPS",
     "AsyncKeyStore",
@@ -25,6 +27,7 @@ __all__ = [
     "KeyStore",
     "StoreCall",
     "UsageRow",
+    "already_rotated",
     "freeze",
     "user_slot",
     "utcnow",
@@ -42,6 +45,10 @@ __all__ = [
 #   revoke_user(org, user, now) -> list[str]                ids revoked
 #   revoke_many(key_ids: list[str], now) -> list[KeyRecord]  those revoked by this call
 #   rotate(old_id, new_record, old_expires_at, now) -> KeyRecord | None  old record
+#        None if the old key is unknown, revoked or expired; KeyConflict
+#        (already_rotated) if it has an active successor (a key rotated_from
+#        it, in the old key's org), checked under the same lock or row lock
+#        as the change, so of two racing rotations one wins
 #   touch(last_used: dict[str, datetime]) -> None           write-behind of last_used_at
 #   audit(events: list[AuditEvent]) -> None                 append audit events
 #   ping() -> None
@@ -98,6 +105,18 @@ def freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
     return value
+
+
+def already_rotated(old_id: str, successor_id: str) -> KeyConflict:
+    """The refusal of a second rotation: the successor is the key to rotate next.
+
+    A second successor would inherit the first grace's ``expires_at`` and
+    die with the old key, so ``rotate`` refuses while one is active.
+    """
+    return KeyConflict(
+        f"key {old_id} was already rotated: its successor is {successor_id}; "
+        f"rotate {successor_id} instead"
+    )
 
 
 def user_slot(org: str, owner: str) -> str:

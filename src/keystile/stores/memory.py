@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from keystile.errors import KeyConflict
-from keystile.stores.base import STORE_OPS, KeyRecord, UsageRow
+from keystile.stores.base import STORE_OPS, KeyRecord, UsageRow, already_rotated
 
 __all__ = ["MemoryKeyStore"]
 
@@ -158,6 +158,13 @@ class MemoryKeyStore:
         old = self._by_id.get(old_id)
         if old is None or not old.is_active(now):
             return None
+        successor = max(
+            (r for r in self._by_id.values() if r.rotated_from == old_id and r.is_active(now)),
+            key=lambda r: (r.created_at, r.id),
+            default=None,
+        )
+        if successor is not None:
+            raise already_rotated(old_id, successor.id)
         # The old key leaves the user slot (a key in its grace period does not
         # count) before the new one takes it, as the SQL store does in one
         # transaction.

@@ -151,6 +151,23 @@ def test_an_expired_or_revoked_successor_does_not_block_a_rotation(ks: Any) -> N
         ks.keys.rotate(old.id)
 
 
+def test_a_rotation_the_user_slot_refuses_changes_nothing(ks: Any) -> None:
+    # A user key in its grace, its successor revoked, and a new key of that
+    # user since: the successor would take a slot that is taken. The store
+    # refuses, and the old key keeps the expiry it had (as a rolled-back
+    # transaction leaves it), on every store.
+    old = ks.keys.create(name="k", org="acme", user="u_7")
+    first = ks.keys.rotate(old.id, grace="24h")
+    ks.keys.revoke(first.id)
+    ks.keys.create(name="newer", org="acme", user="u_7")
+    before = ks.keys.get(old.id)
+    with pytest.raises(KeyConflict, match="already has an active key"):
+        ks.keys.rotate(old.id, grace="1h")
+    after = ks.keys.get(old.id)
+    assert (after.expires_at, after.revoked_at) == (before.expires_at, before.revoked_at)
+    assert _ask(ks, old.secret).principal is not None
+
+
 @pytest.mark.anyio
 async def test_async_rotate_refuses_a_key_in_its_grace(ks: Any) -> None:
     old = await ks.keys.acreate(name="k", org="acme")

@@ -168,14 +168,23 @@ class MemoryKeyStore:
         # The old key leaves the user slot (a key in its grace period does not
         # count) before the new one takes it, as the SQL store does in one
         # transaction.
-        if old.slot is not None and self._slots.get(old.slot) == old_id:
-            del self._slots[old.slot]
+        slot = old.slot
+        held = slot is not None and self._slots.get(slot) == old_id
+        if slot is not None and held:
+            del self._slots[slot]
         if old_expires_at <= now:
             updated = old.replace(revoked_at=now)
         else:
             updated = old.replace(expires_at=min(old.expires_at or old_expires_at, old_expires_at))
         self._by_id[old_id] = updated
-        self._insert(new, now)
+        try:
+            self._insert(new, now)
+        except KeyConflict:
+            # All or nothing, as the SQL store's transaction: the old key as it was.
+            self._by_id[old_id] = old
+            if slot is not None and held:
+                self._slots[slot] = old_id
+            raise
         return updated
 
     def _touch(self, last_used: dict[str, datetime]) -> None:

@@ -39,6 +39,16 @@ def test_many_uses_become_one_write_with_the_newest_time_per_key() -> None:
     assert store.writes == [{"key_a": T0 + timedelta(seconds=99), "key_b": T0}]
 
 
+def test_a_use_noted_late_never_replaces_a_newer_one() -> None:
+    # Two threads: the one that checked a key first may note it last.
+    store = Store()
+    last_used = LastUsed(store.touch, interval=60)
+    last_used.note("key_a", T0 + timedelta(seconds=2))
+    last_used.note("key_a", T0 + timedelta(seconds=1))
+    last_used.close()
+    assert store.writes == [{"key_a": T0 + timedelta(seconds=2)}]
+
+
 def test_a_failed_write_is_kept_for_the_next_one() -> None:
     store = Store()
     last_used = LastUsed(store.touch, interval=60)

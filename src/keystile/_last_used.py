@@ -56,8 +56,16 @@ class LastUsed:
         return f"LastUsed(pending={len(self._pending)}, counts={len(self._counts)})"
 
     def note(self, key_id: str, when: datetime) -> None:
+        """Remember ``when`` for ``key_id``, unless a later use is already noted.
+
+        Threads note in whatever order the scheduler runs them; the newest
+        use wins, whichever thread noted it last.
+        """
         with self._lock:
-            self._pending[key_id] = when
+            pending = self._pending
+            noted = pending.get(key_id)
+            if noted is None or noted < when:
+                pending[key_id] = when
             if self._timer is None and not self._closed:
                 self._start_timer()
 

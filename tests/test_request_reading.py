@@ -8,7 +8,7 @@ query string, and credentials at the size limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -244,3 +244,80 @@ def test_a_scheme_credential_beside_an_x_api_key_is_two_credentials(
     headers = [("Authorization", f"Api-Key {secret}"), ("x-api-key", secret)]
     with Door(kind, scheme_engine) as door:
         assert code(door("GET", "/api/v1/events", headers)) == "BAD_REQUEST"
+
+
+# ASGI headers as the server sent them: the lazy reading (unique lower-case
+# names, as ASGI servers give them) and the full one (anything else) must
+# agree on every answer, repeats and capitals included.
+ASGI_HEADER_CASES = [
+    pytest.param(
+        [(b"host", b"h"), (b"authorization", b"Bearer KEY")], "ScopeHeaders", 200, id="lazy"
+    ),
+    pytest.param([(b"Authorization", b"Bearer KEY")], "HeaderMap", 200, id="capitals"),
+    pytest.param(
+        [(b"authorization", b"Bearer KEY"), (b"authorization", b"Bearer KEY")],
+        "HeaderMap",
+        400,
+        id="repeated",
+    ),
+    pytest.param(
+        [(b"authorization", b"Bearer KEY"), (b"x-api-key", b"KEY")],
+        "ScopeHeaders",
+        400,
+        id="two-ways",
+    ),
+    pytest.param(
+        [(b"x-api-key", b"KEY"), (b"cookie", b"s=" + b"x" * 2000)], "ScopeHeaders", 200, id="cookie"
+    ),
+    pytest.param([(b"host", b"h")], "ScopeHeaders", 401, id="none"),
+    pytest.param(
+        [(b"authorization", b"Bearer KEY"), (b"\xc0x", b"v")], "HeaderMap", 200, id="latin-1-name"
+    ),
+]
+
+
+@pytest.mark.parametrize(("sent", "reader", "status"), ASGI_HEADER_CASES)
+def test_asgi_headers_read_lazily_or_in_full_give_the_same_answer(
+    engine: Keystile, sent: list[tuple[bytes, bytes]], reader: str, status: int
+) -> None:
+    from keystile.asgi import view_from_scope
+    from keystile.pipeline import Refusal
+
+    secret = engine.keys.create(name="h", scopes=["events:read"]).secret.encode()
+    headers = [(n, v.replace(b"KEY", secret)) for n, v in sent]
+    scope = {"type": "http", "method": "GET", "path": "/api/v1/events", "headers": headers}
+    view = view_from_scope(scope)
+    assert type(view.headers).__name__ == reader
+    decision = engine.decide(view)
+    assert (decision.status if isinstance(decision, Refusal) else 200) == status
+    assert secret.decode() not in repr(view)  # names only
+
+
+@pytest.mark.parametrize("name", [b"x-keystile-org", b"X-Keystile-Org"], ids=["lazy", "capitals"])
+def test_asgi_drops_reserved_headers_read_either_way(
+    engine: Keystile, reader: Any, name: bytes
+) -> None:
+    import asyncio
+    import json
+
+    from keystile.asgi import KeystileMiddleware
+    from tests.doors import echo_asgi
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/events",
+        "headers": [(b"authorization", f"Bearer {reader.secret}".encode()), (name, b"forged")],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    asyncio.run(KeystileMiddleware(echo_asgi, engine)(scope, receive, send))
+    assert sent[0]["status"] == 200
+    seen = json.loads(sent[1]["body"])["headers"]
+    assert seen == ["authorization"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from itertools import repeat
 from typing import Any
 
 from keystile.engine import Keystile, engine_for
@@ -26,7 +27,7 @@ from keystile.sansio import (
     strip_target_param,
 )
 
-__all__ = ["KeystileMiddleware", "view_from_scope"]
+__all__ = ["KeystileMiddleware", "ScopeHeaders", "view_from_scope"]
 
 logger = logging.getLogger("keystile")
 
@@ -39,15 +40,64 @@ _RESERVED = RESERVED_HEADER_PREFIX.encode("latin-1")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def view_from_scope(scope: Scope) -> RequestView:
+class ScopeHeaders(Mapping[str, tuple[str]]):
+    """The headers of an ASGI scope, each decoded only when keystile reads it.
+
+    Used when every name comes once and in lower case, as ASGI servers give
+    them: ``dict(scope["headers"])`` (one call in C) then holds them all,
+    and a browser's dozen headers (its cookies too) are not all decoded for
+    the two or three that keystile reads. Otherwise (a repeated header, a
+    name in capitals) the view gets a ``HeaderMap`` of every value.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: dict[bytes, bytes]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> tuple[str]:
+        return (self._raw[name.encode("latin-1")].decode("latin-1"),)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._raw.get(name.encode("latin-1"))
+        return default if value is None else (value.decode("latin-1"),)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.encode("latin-1") in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return f"ScopeHeaders({sorted(self)!r})"  # names only: values hold credentials
+
+    def has_reserved(self) -> bool:
+        return any(map(bytes.startswith, self._raw, repeat(_RESERVED)))
+
+
+def _headers_of(scope: Scope) -> ScopeHeaders | HeaderMap:
+    raw = scope.get("headers", ())
+    if type(raw) is list or type(raw) is tuple:
+        fast = dict(raw)
+        names = b"".join(fast)
+        if len(fast) == len(raw) and names.isascii() and names == names.lower():
+            return ScopeHeaders(fast)
     headers = HeaderMap()
-    for raw_name, raw_value in scope.get("headers", ()):
+    for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
         values = headers.get(name)
         if values is None:
             headers[name] = [raw_value.decode("latin-1")]
         else:
             values.append(raw_value.decode("latin-1"))
+    return headers
+
+
+def view_from_scope(scope: Scope) -> RequestView:
+    headers = _headers_of(scope)
     raw_path = scope.get("raw_path")
     if raw_path:
         path, encoded = bytes(raw_path), True
@@ -128,7 +178,7 @@ class KeystileMiddleware:
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return
-        if decision.strip_embed_token or view.has_reserved_headers():
+        if decision.strip_embed_token or _has_reserved(view):
             _scrub_scope(scope, decision)
         # The server hands each request a scope of its own, so it is ours to
         # write; the state dict in it is copied rather than written, so a
@@ -227,6 +277,13 @@ _HEADER_NAMES = {
 
 def _header_name(name: str) -> bytes:
     return _HEADER_NAMES.get(name) or name.lower().encode("latin-1")
+
+
+def _has_reserved(view: RequestView) -> bool:
+    headers = view.headers
+    if type(headers) is ScopeHeaders:
+        return headers.has_reserved()  # one pass in C over the names as sent
+    return view.has_reserved_headers()
 
 
 def _scrub_scope(scope: Scope, decision: Admit) -> None:

@@ -133,13 +133,14 @@ def test_python_update_takes_expires_in_days_from_now(shell: Shell) -> None:
 # -- keys revoke twice ---------------------------------------------------------------
 
 
-def test_revoking_a_revoked_key_says_so_and_exits_1(shell: Shell) -> None:
+def test_revoking_a_revoked_key_says_so_and_exits_4(shell: Shell) -> None:
     key_id = shell.engine().keys.create("a", scopes=["results"]).record.id
     assert shell("keys", "revoke", key_id).status == 0
     first = shell.engine().keys.get(key_id).revoked_at
     again = shell("keys", "revoke", key_id)
-    assert again.status == 1 and "already revoked" in again.err and key_id in again.err
+    assert again.status == 4 and "already revoked" in again.err and key_id in again.err
     assert shell.engine().keys.get(key_id).revoked_at == first
+    assert shell("keys", "revoke", "key_unknown000000000000").status == 1  # not 4: no such key
 
 
 # -- check and explain ----------------------------------------------------------------

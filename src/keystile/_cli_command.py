@@ -40,6 +40,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_UNCHANGED = 4  # nothing to do: the key was already revoked
 EXIT_INTERRUPTED = 130
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from keystile._cli_command import EXIT_FAILED, EXIT_USAGE, CommandError
+from keystile._cli_command import EXIT_UNCHANGED, EXIT_USAGE, CommandError
 from keystile._cli_format import iso
 from keystile.engine import Keystile
 from keystile.lifecycle import check_days, check_name, check_rate_limit
@@ -82,10 +82,14 @@ def metadata_changes(current: Any, pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def check_not_revoked(ks: Keystile, key_id: str) -> None:
-    """Exit 1 when the key is already revoked: the operator learns nothing changed."""
+    """Exit 4 when the key is already revoked: nothing changed, and a script can tell.
+
+    Distinct from 1 (an unknown id), so an idempotent clean-up can accept 4
+    and still stop on a mistyped id.
+    """
     record = ks.keys.get(key_id)  # KeyNotFound (exit 1) for an unknown id
     if record.revoked_at is not None:
         raise CommandError(
             f"key {key_id} was already revoked at {iso(record.revoked_at)}; nothing changed",
-            EXIT_FAILED,
+            EXIT_UNCHANGED,
         )

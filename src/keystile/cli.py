@@ -62,7 +62,7 @@ Exit status:
 ====  ==========================================================================
 0     success (``explain`` of an unmatched path included)
 1     a failed check: invalid, missing or empty config, bad YAML, missing pepper;
-      unknown or inactive key id; revoking a key already revoked; a conflict
+      unknown or inactive key id; a conflict
       (one user key per user and org; rotating a key whose successor is
       still active: the message names the successor, the key to rotate)
 2     usage or input error: unknown option, empty or over-long name, days
@@ -70,6 +70,7 @@ Exit status:
       grace, unknown preset or plan
 3     the store is unreachable (or its driver is not installed); ``db status``
       when the store or the limiter does not answer
+4     nothing changed: ``keys revoke`` of a key already revoked
 130   interrupted
 ====  ==========================================================================
 

@@ -406,11 +406,16 @@ def test_guide_cli_blocks_run_in_bash(page: str, quickstart_dir: tuple[Path, str
 # -- the dashboard's quickstarts ----------------------------------------------------------------
 
 
-def _dashboard_snippet(name: str) -> dict[str, Any]:
-    block = _by_mark("dashboard-")[name]
-    namespace: dict[str, Any] = {"__name__": f"docs_dashboard_{name}"}
+def _run_snippet(kind: str, name: str) -> dict[str, Any]:
+    """Execute the block marked ``# test: KIND-NAME``; its globals, to drive its app."""
+    block = _by_mark(f"{kind}-")[name]
+    namespace: dict[str, Any] = {"__name__": f"docs_{kind}_{name}"}
     exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
     return namespace
+
+
+def _dashboard_snippet(name: str) -> dict[str, Any]:
+    return _run_snippet("dashboard", name)
 
 
 def test_every_dashboard_snippet_is_tested() -> None:
@@ -470,10 +475,7 @@ def _management_snippet(name: str, directory: Path) -> dict[str, Any]:
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     config["routes"] = yaml.safe_load(public.code)["routes"] + config["routes"]
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    block = _by_mark("management-")[name]
-    namespace: dict[str, Any] = {"__name__": f"docs_management_{name}"}
-    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
-    return namespace
+    return _run_snippet("management", name)
 
 
 def test_every_management_snippet_is_tested() -> None:
@@ -533,10 +535,7 @@ def test_management_flask_snippet_serves_the_session_not_api_keys(
 
 
 def _leaks_snippet(name: str) -> dict[str, Any]:
-    block = _by_mark("leaks-")[name]
-    namespace: dict[str, Any] = {"__name__": f"docs_leaks_{name}"}
-    exec(compile(block.code, f"docs/{block.page}:{block.line}", "exec"), namespace)
-    return namespace
+    return _run_snippet("leaks", name)
 
 
 def test_every_leaks_snippet_is_tested() -> None:

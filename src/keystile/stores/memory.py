@@ -168,10 +168,9 @@ class MemoryKeyStore:
         # The old key leaves the user slot (a key in its grace period does not
         # count) before the new one takes it, as the SQL store does in one
         # transaction.
-        slot = old.slot
-        held = slot is not None and self._slots.get(slot) == old_id
-        if slot is not None and held:
-            del self._slots[slot]
+        held = old.slot if old.slot is not None and self._slots.get(old.slot) == old_id else None
+        if held is not None:
+            del self._slots[held]
         if old_expires_at <= now:
             updated = old.replace(revoked_at=now)
         else:
@@ -182,8 +181,8 @@ class MemoryKeyStore:
         except KeyConflict:
             # All or nothing, as the SQL store's transaction: the old key as it was.
             self._by_id[old_id] = old
-            if slot is not None and held:
-                self._slots[slot] = old_id
+            if held is not None:
+                self._slots[held] = old_id
             raise
         return updated
 

@@ -66,16 +66,14 @@ class ScopeHeaders(Mapping[str, tuple[str]]):
         return isinstance(name, str) and name.encode("latin-1") in self._raw
 
     def __iter__(self) -> Iterator[str]:
-        return (name.decode("latin-1") for name in self._raw)
+        # In C, so RequestView.has_reserved_headers' scan of the names stays one pass.
+        return map(bytes.decode, self._raw, repeat("latin-1"))
 
     def __len__(self) -> int:
         return len(self._raw)
 
     def __repr__(self) -> str:
         return f"ScopeHeaders({sorted(self)!r})"  # names only: values hold credentials
-
-    def has_reserved(self) -> bool:
-        return any(map(bytes.startswith, self._raw, repeat(_RESERVED)))
 
 
 def _headers_of(scope: Scope) -> ScopeHeaders | HeaderMap:
@@ -178,7 +176,7 @@ class KeystileMiddleware:
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return
-        if decision.strip_embed_token or _has_reserved(view):
+        if decision.strip_embed_token or view.has_reserved_headers():
             _scrub_scope(scope, decision)
         # The server hands each request a scope of its own, so it is ours to
         # write; the state dict in it is copied rather than written, so a
@@ -277,13 +275,6 @@ _HEADER_NAMES = {
 
 def _header_name(name: str) -> bytes:
     return _HEADER_NAMES.get(name) or name.lower().encode("latin-1")
-
-
-def _has_reserved(view: RequestView) -> bool:
-    headers = view.headers
-    if type(headers) is ScopeHeaders:
-        return headers.has_reserved()  # one pass in C over the names as sent
-    return view.has_reserved_headers()
 
 
 def _scrub_scope(scope: Scope, decision: Admit) -> None:

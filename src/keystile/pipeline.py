@@ -190,10 +190,9 @@ def decide(policy: Policy, lookups: Lookups, view: RequestView) -> Flow:
         return _PASS
 
     # 3. The route, on the path the app routes on.
-    sound, match = policy.route(view)
-    if not sound:
+    method, match = policy.route(view)
+    if method is None:
         return _bad_request("malformed request path", credential=False)
-    method = "GET" if view.websocket or view.method == "HEAD" else view.method
     rule = match.rule if match else None
     if rule is None:
         if cfg.default == "public":

@@ -32,8 +32,9 @@ MAX_GRANT_SETS = 4096  # distinct scope lists remembered with their closure
 MAX_ROUTED = 4096  # distinct request targets remembered with their rule
 MAX_ROUTED_PATH = 512  # bytes: longer paths are routed afresh (memory stays ~2 MB)
 
-# What ``Policy.route`` answers: whether the path is sound, and the rule's match.
-Routed = tuple[bool, RouteMatch | None]
+# What ``Policy.route`` answers: the method routed on (None: a path to refuse)
+# and the rule's match.
+Routed = tuple[str | None, RouteMatch | None]
 
 
 @dataclass(frozen=True)
@@ -181,11 +182,12 @@ class Policy:
     # -- the route -----------------------------------------------------------------------
 
     def route(self, view: RequestView) -> Routed:
-        """``(False, None)`` for a path to refuse (400), else ``(True, the rule's match)``.
+        """``(None, None)`` for a path to refuse (400), else ``(method, the rule's match)``.
 
-        The answer follows from the method and the target alone, and clients
-        repeat their targets, so it is remembered (bounded): the normalization
-        and the table walk run once per distinct target.
+        ``method`` is the one routed on: GET for HEAD and websockets. The
+        answer follows from the method and the target alone, and clients
+        repeat their targets, so it is remembered (bounded): the
+        normalization and the table walk run once per distinct target.
         """
         target = (
             view.method,
@@ -199,10 +201,10 @@ class Policy:
         if routed is None:
             path = routed_path(view)
             if path is None:
-                routed = (False, None)
+                routed = (None, None)
             else:
                 method = "GET" if view.websocket or view.method == "HEAD" else view.method
-                routed = (True, self.routes.match(method, path))
+                routed = (method, self.routes.match(method, path))
             if len(view.path) <= MAX_ROUTED_PATH:  # a long target is no repeat caller's
                 if len(self._routed) >= MAX_ROUTED:
                     self._routed.clear()

@@ -47,6 +47,7 @@ from keystile.pipeline import (
     Refusal,
     VerifyImported,
     decide,
+    express,
 )
 from keystile.policy import KeyContext, Policy
 from keystile.sansio import RequestView, client_address
@@ -286,6 +287,14 @@ class Keystile:
         """Admit or refuse a request, with blocking I/O (WSGI)."""
         if self.invalidator is not None:
             self.invalidator.start()  # a no-op once listening
+        limiter = self.limiter
+        if limiter.in_process:
+            # The common request (a cached key) needs no I/O at all: answered
+            # by a plain call, with no flow to drive.
+            hit = limiter.hit_all if self.metrics is None else self._perform_timed
+            fast = express(self.policy, self.lookups, view, hit)
+            if fast is not None:
+                return self._settle(view, fast)
         perform = self._perform if self.metrics is None else self._perform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, drive(flow, perform, ServiceUnavailable))
@@ -294,6 +303,12 @@ class Keystile:
         """Admit or refuse a request without blocking the event loop (ASGI)."""
         if self.invalidator is not None:
             self.invalidator.start()
+        limiter = self.limiter
+        if limiter.in_process:
+            hit = limiter.hit_all if self.metrics is None else self._perform_timed
+            fast = express(self.policy, self.lookups, view, hit)
+            if fast is not None:
+                return self._settle(view, fast)
         aperform = self._aperform if self.metrics is None else self._aperform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, await adrive(flow, aperform, ServiceUnavailable))

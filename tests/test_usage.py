@@ -95,6 +95,27 @@ def test_requests_are_counted_by_day_route_and_status(
     assert ks.keys.usage_totals(org="nobody", days=2) == {}
 
 
+def test_a_clock_set_after_the_engine_is_built_dates_the_counts(
+    store_url: str, clock: Clock, door_kind: str
+) -> None:
+    # The engine starts on the real clock; a clock handed in later (as tests
+    # and ``ks.now = ...`` do) is the one requests are counted by.
+    engine = Keystile(
+        {"store": store_url, "routes": ROUTES, "limits": {"key": None}}, pepper=PEPPER
+    )
+    clock.now = NOW - timedelta(days=40)  # not the real day, whenever the test runs
+    engine.now = clock
+    door = Door(door_kind, engine)
+    try:
+        reader = engine.keys.create(name="reader", scopes=["events:read"], org="acme")
+        assert door("GET", "/api/v1/events", key=reader.secret).status == 200
+    finally:
+        door.close()
+    days = engine.keys.usage(reader.id, days=1)
+    engine.close()
+    assert [(d.date, d.total) for d in days] == [(date(2026, 10, 24), 1)]
+
+
 def test_the_app_status_is_what_is_counted(ks: Keystile, door_kind: str) -> None:
     from keystile.asgi import KeystileMiddleware as ASGIMiddleware
     from keystile.wsgi import KeystileMiddleware as WSGIMiddleware

@@ -150,7 +150,6 @@ class Keystile:
             lambda pending: self.store.execute("touch", pending),
             write_counts=self._write_counts if self.counting else None,
         )
-        self._fixed_clock = clock is utcnow  # then a day number needs no datetime
         self._closed = False
         self._limiter: Limiter | None = None
         self._imports: Any = None
@@ -285,33 +284,42 @@ class Keystile:
 
     def decide(self, view: RequestView) -> Decision:
         """Admit or refuse a request, with blocking I/O (WSGI)."""
-        if self.invalidator is not None:
-            self.invalidator.start()  # a no-op once listening
-        limiter = self.limiter
-        if limiter.in_process:
-            # The common request (a cached key) needs no I/O at all: answered
-            # by a plain call, with no flow to drive.
-            hit = limiter.hit_all if self.metrics is None else self._perform_timed
-            fast = express(self.policy, self.lookups, view, hit)
-            if fast is not None:
-                return self._settle(view, fast)
+        decision = self.decide_in_memory(view)
+        if decision is not None:
+            return decision
         perform = self._perform if self.metrics is None else self._perform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, drive(flow, perform, ServiceUnavailable))
 
-    async def adecide(self, view: RequestView) -> Decision:
-        """Admit or refuse a request without blocking the event loop (ASGI)."""
-        if self.invalidator is not None:
-            self.invalidator.start()
-        limiter = self.limiter
-        if limiter.in_process:
-            hit = limiter.hit_all if self.metrics is None else self._perform_timed
-            fast = express(self.policy, self.lookups, view, hit)
-            if fast is not None:
-                return self._settle(view, fast)
+    async def adecide(self, view: RequestView, *, in_memory: bool = True) -> Decision:
+        """Admit or refuse a request without blocking the event loop (ASGI).
+
+        ``in_memory=False`` skips ``decide_in_memory``, for a caller that
+        already asked it and got None.
+        """
+        if in_memory:
+            decision = self.decide_in_memory(view)
+            if decision is not None:
+                return decision
         aperform = self._aperform if self.metrics is None else self._aperform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, await adrive(flow, aperform, ServiceUnavailable))
+
+    def decide_in_memory(self, view: RequestView) -> Decision | None:
+        """The decision, when no I/O is needed to make it; else None.
+
+        With an in-process limiter, the common request (a key the cache
+        holds) is answered by a plain call (``pipeline.express``), with no
+        flow to drive and, on ASGI, no coroutine to await.
+        """
+        if self.invalidator is not None:
+            self.invalidator.start()  # a no-op once listening
+        limiter = self.limiter
+        if not limiter.in_process:
+            return None
+        hit = limiter.hit_all if self.metrics is None else self._perform_timed
+        decision = express(self.policy, self.lookups, view, hit)
+        return None if decision is None else self._settle(view, decision)
 
     def _perform(self, effect: Any) -> Any:
         try:
@@ -482,7 +490,7 @@ class Keystile:
 
         A dict increment; the count reaches the store with the next flush.
         """
-        if self._fixed_clock:
+        if self.lookups.clock is utcnow:  # the real clock: a day number needs no datetime
             day = int(time.time() // 86400)
         else:
             day = self.now().date().toordinal() - EPOCH_ORDINAL

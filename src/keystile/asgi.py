@@ -76,13 +76,17 @@ class ScopeHeaders(Mapping[str, tuple[str]]):
         return f"ScopeHeaders({sorted(self)!r})"  # names only: values hold credentials
 
 
-def _headers_of(scope: Scope) -> ScopeHeaders | HeaderMap:
+def _headers_of(scope: Scope) -> tuple[ScopeHeaders | HeaderMap, bool | None]:
+    """The scope's headers, and whether a name is reserved (None: not looked at)."""
     raw = scope.get("headers", ())
     if type(raw) is list or type(raw) is tuple:
         fast = dict(raw)
         names = b"".join(fast)
         if len(fast) == len(raw) and names.isascii() and names == names.lower():
-            return ScopeHeaders(fast)
+            # The joined names hold the prefix whenever a name starts with it
+            # (and, rarely, across two names: then each name is looked at).
+            reserved = _RESERVED in names and any(n.startswith(_RESERVED) for n in fast)
+            return ScopeHeaders(fast), reserved
     headers = HeaderMap()
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
@@ -91,11 +95,11 @@ def _headers_of(scope: Scope) -> ScopeHeaders | HeaderMap:
             headers[name] = [raw_value.decode("latin-1")]
         else:
             values.append(raw_value.decode("latin-1"))
-    return headers
+    return headers, None
 
 
 def view_from_scope(scope: Scope) -> RequestView:
-    headers = _headers_of(scope)
+    headers, reserved = _headers_of(scope)
     raw_path = scope.get("raw_path")
     if raw_path:
         path, encoded = bytes(raw_path), True
@@ -113,6 +117,7 @@ def view_from_scope(scope: Scope) -> RequestView:
         headers,
         client[0] if client else None,
         websocket,
+        reserved,
     )
 
 
@@ -172,7 +177,9 @@ class KeystileMiddleware:
             # A server that ran no lifespan: every request says why.
             raise self._failure.with_traceback(None)
         view = view_from_scope(scope)
-        decision = await self.ks.adecide(view)
+        decision = self.ks.decide_in_memory(view)
+        if decision is None:
+            decision = await self.ks.adecide(view, in_memory=False)
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return

@@ -77,6 +77,9 @@ class RequestView:
     headers: Mapping[str, Sequence[str]] = field(default_factory=HeaderMap)
     client: str | None = None
     websocket: bool = False
+    # Whether a header name starts with ``X-Keystile-``, when the door found
+    # out while reading the headers (None: ``has_reserved_headers`` looks).
+    reserved: bool | None = None
 
     def __repr__(self) -> str:
         # Header values and the query carry credentials (Bearer, x-api-key,
@@ -96,6 +99,8 @@ class RequestView:
         return values[0] if values else None
 
     def has_reserved_headers(self) -> bool:
+        if self.reserved is not None:
+            return self.reserved
         return any(map(str.startswith, self.headers, repeat(RESERVED_HEADER_PREFIX)))
 
 

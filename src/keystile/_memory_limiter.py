@@ -224,15 +224,14 @@ class MemoryLimiter:
         for spec in specs:
             window = spec.window
             start = math.floor(now / window) * window
-            bucket = buckets.get(spec.counter)
-            if bucket is None:
-                state = [start, 0, 0]
-            elif bucket[0] == start:
-                state = list(bucket)
-            elif bucket[0] == start - window:
-                state = [start, bucket[2], 0]
-            else:
-                state = [start, 0, 0]
+            state = buckets.get(spec.counter)
+            if state is None:
+                state = [start, 0, 0]  # stored by _sliding_take, if the call spends
+            elif state[0] != start:
+                # A new window: the bucket rolls over in place, which changes
+                # no count it reports (the window it left weighs what it did).
+                previous = state[2] if state[0] == start - window else 0
+                state[0], state[1], state[2] = start, previous, 0
             left = start + window - now  # of the current window
             previous = state[1]
             used = math.floor(previous * left / window + state[2])
@@ -247,8 +246,9 @@ class MemoryLimiter:
     def _sliding_take(self, looks: list[Look], now: float) -> None:
         buckets = self._buckets
         for spec, state, _, _ in looks:
+            if state[2] == 0:
+                buckets[spec.counter] = state  # a new bucket, or one that rolled over
             state[2] += 1
-            buckets[spec.counter] = state
 
     def _sweep(self, now: float) -> None:
         """Forget buckets with nothing left in them, so memory follows active keys."""

@@ -41,9 +41,10 @@ __all__ = ["MemoryLimiter"]
 
 SWEEP_EVERY = 10_000  # calls between two sweeps of expired buckets
 
-# What a strategy found for one limit: the limit, its bucket as found (None
-# when there is none), the requests it counts now, and when its window frees.
-Look = tuple[LimitSpec, Any, int, float]
+# What a strategy found for a call's limits: each limit's state as of now
+# (what is left, when its window frees, whether it refuses), and each one's
+# bucket as found (None when there is none), in the same order.
+Look = tuple[list[LimitState], list[Any]]
 
 
 class MemoryLimiter:
@@ -51,7 +52,9 @@ class MemoryLimiter:
 
     Each strategy is two functions over all of a request's limits: ``look``
     counts them (and finds each bucket once), ``take`` spends one request on
-    each, reusing the buckets ``look`` found. Both run under one lock.
+    each, reusing the buckets ``look`` found. Both run under one lock. The
+    states ``look`` makes are the ones the answer reports, so a call makes
+    one object per limit.
     """
 
     in_process = True  # no I/O: an event loop may call hit_all directly
@@ -69,8 +72,8 @@ class MemoryLimiter:
             "moving-window": (self._moving_look, self._moving_take),
             "sliding-window-counter": (self._sliding_look, self._sliding_take),
         }[strategy]
-        self._look: Callable[[tuple[LimitSpec, ...], float], list[Look]] = look
-        self._take: Callable[[list[Look], float], None] = take
+        self._look: Callable[[tuple[LimitSpec, ...], float], Look] = look
+        self._take: Callable[[tuple[LimitSpec, ...], list[Any], float], None] = take
 
     def __repr__(self) -> str:
         return f"MemoryLimiter({self.strategy}, buckets={len(self._buckets)})"
@@ -85,27 +88,23 @@ class MemoryLimiter:
                 guarded = self._guard(call.guard, now)
                 if guarded is not None:
                     return guarded
-            looks = self._look(specs, now)
+            states, found = self._look(specs, now)
             admitted = True
-            for spec, _, used, _ in looks:
-                if used >= spec.amount:
+            for state in states:
+                if state.exceeded:
                     admitted = False
                     break
-            spent = admitted and not call.peek
-            if spent:
-                self._take(looks, now)
+            if admitted and not call.peek:
+                self._take(specs, found, now)
                 expires = self._expires
                 for spec in specs:
                     # Two windows covers the sliding counter's previous window too.
                     expires[spec.counter] = now + 2 * spec.window
+                for state in states:
+                    state.remaining -= 1  # at least 1 was left: none refused
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:
                 self._sweep(now)
-        taken = 1 if spent else 0
-        states = [
-            LimitState(spec, max(0, spec.amount - used - taken), reset, used >= spec.amount)
-            for spec, _, used, reset in looks
-        ]
         return LimitResult(admitted, tuple(states))
 
     async def ahit_all(self, call: LimitCall) -> LimitResult:
@@ -119,13 +118,9 @@ class MemoryLimiter:
                 break
         else:
             return None  # the common case: a caller with no recent failures
-        looks = self._look(guard, now)
-        if all(used < spec.amount for spec, _, used, _ in looks):
+        states, _ = self._look(guard, now)
+        if not any(state.exceeded for state in states):
             return None
-        states = [
-            LimitState(spec, max(0, spec.amount - used), reset, used >= spec.amount)
-            for spec, _, used, reset in looks
-        ]
         return LimitResult(False, tuple(states), guarded=True)
 
     def _give_back(self, specs: tuple[LimitSpec, ...], now: float) -> None:
@@ -149,7 +144,7 @@ class MemoryLimiter:
                 bucket[1] -= 1
                 empty = bucket[0] <= now or bucket[1] <= 0
             else:  # sliding window counter: [window_start, previous, current]
-                ((_, state, _, _),) = self._sliding_look((spec,), now)
+                _, (state,) = self._sliding_look((spec,), now)
                 if state[2] > 0:
                     state[2] -= 1
                 elif state[1] > 0:
@@ -173,29 +168,34 @@ class MemoryLimiter:
         pass
 
     # fixed window: bucket = [window_end, count]
-    def _fixed_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+    def _fixed_look(self, specs: tuple[LimitSpec, ...], now: float) -> Look:
         buckets = self._buckets
-        looks: list[Look] = []
+        states: list[LimitState] = []
+        found: list[Any] = []
         for spec in specs:
             bucket = buckets.get(spec.counter)
             if bucket is None or bucket[0] <= now:
-                looks.append((spec, None, 0, now + spec.window))
+                bucket = None
+                used, reset = 0, now + spec.window
             else:
-                looks.append((spec, bucket, int(bucket[1]), float(bucket[0])))
-        return looks
+                used, reset = int(bucket[1]), float(bucket[0])
+            states.append(_state(spec, used, reset))
+            found.append(bucket)
+        return states, found
 
-    def _fixed_take(self, looks: list[Look], now: float) -> None:
+    def _fixed_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, bucket, _, _ in looks:
+        for spec, bucket in zip(specs, found, strict=True):
             if bucket is None:  # none yet, or its window is over: a new window
                 buckets[spec.counter] = [now + spec.window, 1]
             else:
                 bucket[1] += 1
 
     # moving window: bucket = deque of hit times, oldest first
-    def _moving_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+    def _moving_look(self, specs: tuple[LimitSpec, ...], now: float) -> Look:
         buckets = self._buckets
-        looks: list[Look] = []
+        states: list[LimitState] = []
+        found: list[Any] = []
         for spec in specs:
             window = spec.window
             hits = buckets.get(spec.counter)
@@ -204,23 +204,25 @@ class MemoryLimiter:
                 while hits and hits[0] <= horizon:
                     hits.popleft()
             if hits:
-                looks.append((spec, hits, len(hits), hits[0] + window))
+                states.append(_state(spec, len(hits), hits[0] + window))
             else:
-                looks.append((spec, hits, 0, now + window))
-        return looks
+                states.append(_state(spec, 0, now + window))
+            found.append(hits)
+        return states, found
 
-    def _moving_take(self, looks: list[Look], now: float) -> None:
+    def _moving_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, hits, _, _ in looks:
+        for spec, hits in zip(specs, found, strict=True):
             if hits is None:
                 buckets[spec.counter] = deque((now,))
             else:
                 hits.append(now)
 
     # sliding window counter: bucket = [window_start, previous_count, current_count]
-    def _sliding_look(self, specs: tuple[LimitSpec, ...], now: float) -> list[Look]:
+    def _sliding_look(self, specs: tuple[LimitSpec, ...], now: float) -> Look:
         buckets = self._buckets
-        looks: list[Look] = []
+        states: list[LimitState] = []
+        found: list[Any] = []
         for spec in specs:
             window = spec.window
             start = math.floor(now / window) * window
@@ -240,12 +242,13 @@ class MemoryLimiter:
             # previous seconds; the current window's hits weigh less from
             # its end. The first comes sooner whenever there is a previous.
             reset = now + left % (window / previous) if previous else start + window
-            looks.append((spec, state, used, reset))
-        return looks
+            states.append(_state(spec, used, reset))
+            found.append(state)
+        return states, found
 
-    def _sliding_take(self, looks: list[Look], now: float) -> None:
+    def _sliding_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, state, _, _ in looks:
+        for spec, state in zip(specs, found, strict=True):
             if state[2] == 0:
                 buckets[spec.counter] = state  # a new bucket, or one that rolled over
             state[2] += 1
@@ -255,3 +258,9 @@ class MemoryLimiter:
         for name in [n for n, until in self._expires.items() if until <= now]:
             del self._expires[name]
             self._buckets.pop(name, None)
+
+
+def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:
+    """A limit that counts ``used`` requests now (more than it allows, if it was lowered)."""
+    amount = spec.amount
+    return LimitState(spec, amount - used if used < amount else 0, reset, used >= amount)

@@ -146,8 +146,7 @@ def main() -> None:
         subprocess.run(command, check=True, capture_output=True)
         # Dump 1 is the set-up, dumps 2.. the phases in order.
         counts = {
-            phase: _total(Path(f"{base}.{i + 2}")) / args.requests
-            for i, phase in enumerate(PHASES)
+            phase: _total(Path(f"{base}.{i + 2}")) / args.requests for i, phase in enumerate(PHASES)
         }
     print(f"instructions per request (callgrind), {args.requests} requests per phase")
     for phase in PHASES:

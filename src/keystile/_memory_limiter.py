@@ -97,11 +97,11 @@ class MemoryLimiter:
             if admitted and not call.peek:
                 self._take(specs, found, now)
                 expires = self._expires
-                for spec in specs:
-                    # Two windows covers the sliding counter's previous window too.
-                    expires[spec.counter] = now + 2 * spec.window
                 for state in states:
                     state.remaining -= 1  # at least 1 was left: none refused
+                    # Two windows covers the sliding counter's previous window too.
+                    spec = state.spec
+                    expires[spec.counter] = now + 2 * spec.window
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:
                 self._sweep(now)
@@ -179,7 +179,9 @@ class MemoryLimiter:
                 used, reset = 0, now + spec.window
             else:
                 used, reset = int(bucket[1]), float(bucket[0])
-            states.append(_state(spec, used, reset))
+            amount = spec.amount
+            remaining = amount - used if used < amount else 0
+            states.append(LimitState(spec, remaining, reset, used >= amount))
             found.append(bucket)
         return states, found
 
@@ -203,10 +205,11 @@ class MemoryLimiter:
                 horizon = now - window
                 while hits and hits[0] <= horizon:
                     hits.popleft()
-            if hits:
-                states.append(_state(spec, len(hits), hits[0] + window))
-            else:
-                states.append(_state(spec, 0, now + window))
+            used = len(hits) if hits else 0
+            reset = hits[0] + window if hits else now + window
+            amount = spec.amount
+            remaining = amount - used if used < amount else 0
+            states.append(LimitState(spec, remaining, reset, used >= amount))
             found.append(hits)
         return states, found
 
@@ -242,7 +245,9 @@ class MemoryLimiter:
             # previous seconds; the current window's hits weigh less from
             # its end. The first comes sooner whenever there is a previous.
             reset = now + left % (window / previous) if previous else start + window
-            states.append(_state(spec, used, reset))
+            amount = spec.amount
+            remaining = amount - used if used < amount else 0
+            states.append(LimitState(spec, remaining, reset, used >= amount))
             found.append(state)
         return states, found
 
@@ -258,9 +263,3 @@ class MemoryLimiter:
         for name in [n for n, until in self._expires.items() if until <= now]:
             del self._expires[name]
             self._buckets.pop(name, None)
-
-
-def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:
-    """A limit that counts ``used`` requests now (more than it allows, if it was lowered)."""
-    amount = spec.amount
-    return LimitState(spec, amount - used if used < amount else 0, reset, used >= amount)

@@ -201,7 +201,11 @@ class KeystileMiddleware:
                 self.ks.count_use(principal.id, route_of(decision), 101)
             await self.app(scope, receive, send)
             return
-        extra = [(_header_name(n), v.encode("latin-1")) for n, v in decision.headers]
+        names = _HEADER_NAMES
+        extra = [
+            (names.get(n) or n.lower().encode("latin-1"), v.encode("latin-1"))
+            for n, v in decision.headers
+        ]
         ks = self.ks
 
         async def send_with_headers(message: Message) -> None:

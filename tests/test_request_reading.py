@@ -321,3 +321,23 @@ def test_asgi_drops_reserved_headers_read_either_way(
     assert sent[0]["status"] == 200
     seen = json.loads(sent[1]["body"])["headers"]
     assert seen == ["authorization"]
+
+
+@pytest.mark.parametrize(
+    ("names", "reserved"),
+    [
+        ([b"host", b"accept"], False),
+        ([b"host", b"x-keystile-org"], True),
+        # The joined names hold the prefix across two names: no name starts with it.
+        ([b"x-keystile", b"-org"], False),
+        ([b"ax-keystile-org"], False),
+        ([b"X-Keystile-Org"], True),  # capitals: read in full, then looked at
+    ],
+)
+def test_asgi_view_knows_of_reserved_headers_only_by_their_names_start(
+    names: list[bytes], reserved: bool
+) -> None:
+    from keystile.asgi import view_from_scope
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(n, b"v") for n in names]}
+    assert view_from_scope(scope).has_reserved_headers() is reserved

@@ -73,8 +73,9 @@ class LastUsed:
         """Add one request to ``counter``: a dict increment, no I/O."""
         with self._lock:
             counts = self._counts
-            if counter in counts:
-                counts[counter] += 1
+            counted = counts.get(counter)
+            if counted is not None:
+                counts[counter] = counted + 1
             elif len(counts) < self._max_counts:
                 counts[counter] = 1
             else:

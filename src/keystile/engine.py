@@ -282,11 +282,16 @@ class Keystile:
 
     # -- the request decision ------------------------------------------------------
 
-    def decide(self, view: RequestView) -> Decision:
-        """Admit or refuse a request, with blocking I/O (WSGI)."""
-        decision = self.decide_in_memory(view)
-        if decision is not None:
-            return decision
+    def decide(self, view: RequestView, *, in_memory: bool = True) -> Decision:
+        """Admit or refuse a request, with blocking I/O (WSGI).
+
+        ``in_memory=False`` skips ``decide_in_memory``, for a caller that
+        already asked it and got None.
+        """
+        if in_memory:
+            decision = self.decide_in_memory(view)
+            if decision is not None:
+                return decision
         perform = self._perform if self.metrics is None else self._perform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, drive(flow, perform, ServiceUnavailable))

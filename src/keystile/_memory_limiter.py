@@ -149,7 +149,6 @@ class MemoryLimiter:
                     state[2] -= 1
                 elif state[1] > 0:
                     state[1] -= 1
-                buckets[spec.counter] = state
                 empty = state[1] <= 0 and state[2] <= 0
             if empty:
                 del buckets[spec.counter]
@@ -180,14 +179,14 @@ class MemoryLimiter:
             else:
                 used, reset = int(bucket[1]), float(bucket[0])
             amount = spec.amount
-            remaining = amount - used if used < amount else 0
-            states.append(LimitState(spec, remaining, reset, used >= amount))
+            exceeded = used >= amount  # more than it allows, if it was lowered since
+            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
             found.append(bucket)
         return states, found
 
     def _fixed_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, bucket in zip(specs, found, strict=True):
+        for spec, bucket in zip(specs, found):  # noqa: B905 - look made one per limit
             if bucket is None:  # none yet, or its window is over: a new window
                 buckets[spec.counter] = [now + spec.window, 1]
             else:
@@ -208,14 +207,14 @@ class MemoryLimiter:
             used = len(hits) if hits else 0
             reset = hits[0] + window if hits else now + window
             amount = spec.amount
-            remaining = amount - used if used < amount else 0
-            states.append(LimitState(spec, remaining, reset, used >= amount))
+            exceeded = used >= amount  # more than it allows, if it was lowered since
+            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
             found.append(hits)
         return states, found
 
     def _moving_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, hits in zip(specs, found, strict=True):
+        for spec, hits in zip(specs, found):  # noqa: B905 - look made one per limit
             if hits is None:
                 buckets[spec.counter] = deque((now,))
             else:
@@ -246,14 +245,14 @@ class MemoryLimiter:
             # its end. The first comes sooner whenever there is a previous.
             reset = now + left % (window / previous) if previous else start + window
             amount = spec.amount
-            remaining = amount - used if used < amount else 0
-            states.append(LimitState(spec, remaining, reset, used >= amount))
+            exceeded = used >= amount  # more than it allows, if it was lowered since
+            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
             found.append(state)
         return states, found
 
     def _sliding_take(self, specs: tuple[LimitSpec, ...], found: list[Any], now: float) -> None:
         buckets = self._buckets
-        for spec, state in zip(specs, found, strict=True):
+        for spec, state in zip(specs, found):  # noqa: B905 - look made one per limit
             if state[2] == 0:
                 buckets[spec.counter] = state  # a new bucket, or one that rolled over
             state[2] += 1

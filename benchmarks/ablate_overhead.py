@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from bench_overhead import REALISTIC, _time_asgi, bare_asgi, starlette_hello
+from bench_overhead import REALISTIC, _time_asgi, bare_asgi, request_of, starlette_hello
 
 import keystile.asgi as asgi_door
 import keystile.pipeline as pipeline
@@ -44,20 +44,7 @@ def main() -> None:
     config = {**REALISTIC, "store": f"sqlite:///{tmp.name}/keys.db", "cache": {"ttl": "1h"}}
     ks = Keystile(config, pepper=b"bench-pepper-0123456789abcdef")
     secret = ks.keys.create(name="bench", scopes=["events:read"], org="acme").secret
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/events",
-        "raw_path": b"/api/v1/events",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {secret}".encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("localhost", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "asgi": {"version": "3.0"},
-    }
+    scope, _ = request_of(secret)
     app = KeystileMiddleware(bare_asgi, ks)
     _time_asgi(app, scope, 200)  # warm: the key is cached, the route remembered
 

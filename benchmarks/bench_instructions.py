@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ GOAL_RATIO = 1.5
 def worker(n: int) -> None:
     """Set up, then run each phase after a ``time.sleep(0)`` marker."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_overhead import REALISTIC, bare_asgi, bare_wsgi, starlette_hello
+    from bench_overhead import REALISTIC, bare_asgi, bare_wsgi, request_of, starlette_hello
 
     from keystile import Keystile
     from keystile.asgi import KeystileMiddleware as ASGIMiddleware
@@ -51,32 +52,7 @@ def worker(n: int) -> None:
     # No background flush may land inside a phase: the counts are written at the end.
     ks._last_used._interval = 1e9
     secret = ks.keys.create(name="bench", scopes=["events:read"], org="acme").secret
-    header = f"Bearer {secret}".encode()
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/events",
-        "raw_path": b"/api/v1/events",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"authorization", header)],
-        "client": ("127.0.0.1", 5000),
-        "server": ("localhost", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "asgi": {"version": "3.0"},
-    }
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/api/v1/events",
-        "QUERY_STRING": "",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "localhost",
-        "HTTP_AUTHORIZATION": header.decode(),
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-    }
+    scope, environ = request_of(secret)
     hello = starlette_hello()
     wrapped_asgi = ASGIMiddleware(bare_asgi, ks)
     wrapped_wsgi = WSGIMiddleware(bare_wsgi, ks)
@@ -98,7 +74,7 @@ def worker(n: int) -> None:
         for _ in range(count):
             app(dict(environ), start_response)
 
-    runs = {
+    runs: dict[str, Callable[[int], None]] = {
         "hello": lambda count: asyncio.run(asgi(hello, count)),
         "bare ASGI": lambda count: asyncio.run(asgi(bare_asgi, count)),
         "wrapped ASGI": lambda count: asyncio.run(asgi(wrapped_asgi, count)),

@@ -79,6 +79,37 @@ def bare_wsgi(environ: Any, start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
+def request_of(secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The benchmarked request, sending ``secret``: its ASGI scope and its WSGI environ."""
+    header = f"Bearer {secret}"
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/events",
+        "raw_path": b"/api/v1/events",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"authorization", header.encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/events",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+        "HTTP_AUTHORIZATION": header,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+    }
+    return scope, environ
+
+
 def _time_asgi(app: Any, scope: dict[str, Any], n: int) -> float:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request"}
@@ -145,32 +176,7 @@ def main() -> None:
 
     ks = Keystile(config, pepper=b"bench-pepper-0123456789abcdef")
     key = ks.keys.create(name="bench", scopes=["events:read"], org="acme").secret
-    header = f"Bearer {key}"
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/events",
-        "raw_path": b"/api/v1/events",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"authorization", header.encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("localhost", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "asgi": {"version": "3.0"},
-    }
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/api/v1/events",
-        "QUERY_STRING": "",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "localhost",
-        "HTTP_AUTHORIZATION": header,
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-    }
+    scope, environ = request_of(key)
     wrapped_asgi = ASGIMiddleware(bare_asgi, ks)
     wrapped_wsgi = WSGIMiddleware(bare_wsgi, ks)
     # The same engine with usage counting off, as the yardstick of its cost

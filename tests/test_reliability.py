@@ -50,6 +50,22 @@ def engine_on(url: str, **config: Any) -> Keystile:
     return make_engine(url, store_timeout=f"{int(TIMEOUT * 1000)}ms", **config)  # type: ignore[no-any-return]
 
 
+def connected(door: Door, key: str) -> None:
+    """Make the door's first request, which opens its first store connection.
+
+    This is set-up, not what the tests check: on a loaded 2-core machine the
+    connection alone can outlast the 0.5 s ``store_timeout``, and the 503
+    that follows is right. So it may take a second or third try; each answer
+    is 200 or 503 (never a 401 or a 500), and the last is 200.
+    """
+    statuses = []
+    for _ in range(3):
+        statuses.append(door("GET", "/api/v1/events", key=key).status)
+        if statuses[-1] == 200:
+            break
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
+
+
 def timed(door: Door, key: str) -> tuple[Reply, float]:
     started = time.monotonic()
     reply = door("GET", "/api/v1/events", key=key)
@@ -72,7 +88,7 @@ def test_a_dropped_connection_is_a_quick_503_and_service_resumes_by_itself(
     with engine_on(url) as ks, Door(kind, ks) as door:
         secret = ks.keys.create(name="k", org="acme").secret
         made_up = ks.formats["secret"].generate()  # well formed, so it reaches the store
-        assert door("GET", "/api/v1/events", key=secret).status == 200
+        connected(door, secret)
         proxy.cut()
         for key in (secret, made_up, secret):
             assert_unavailable(*timed(door, key))
@@ -91,7 +107,7 @@ def test_a_pooled_connection_that_died_costs_the_next_read_nothing(
     url, proxy = proxied_url
     with engine_on(url) as ks, Door(kind, ks) as door:
         secret = ks.keys.create(name="k", org="acme").secret
-        assert door("GET", "/api/v1/events", key=secret).status == 200
+        connected(door, secret)
         engine = door_store_engine(door)
         pings: list[object] = []
         real_ping = engine.dialect.do_ping
@@ -147,7 +163,7 @@ def test_a_hung_database_is_a_503_within_the_timeout_not_a_hang(
     url, proxy = proxied_url
     with engine_on(url) as ks, Door(kind, ks) as door:
         secret = ks.keys.create(name="k", org="acme").secret
-        assert door("GET", "/api/v1/events", key=secret).status == 200
+        connected(door, secret)
         engine = door_store_engine(door)
         thrown: list[object] = []
         event.listen(engine, "invalidate", lambda *args: thrown.append(args[0]))
@@ -251,7 +267,7 @@ def test_a_burst_during_a_hang_is_refused_in_time_and_service_returns(
     n = 24  # more than the pool's 15 connections: some wait for one, all in time
     with engine_on(url) as ks, Door(kind, ks) as door:
         secret = ks.keys.create(name="k", org="acme").secret
-        assert door("GET", "/api/v1/events", key=secret).status == 200
+        connected(door, secret)
         assert burst(door, secret, 4) == [200] * 4  # a few pooled connections
         proxy.stall()
         started = time.monotonic()

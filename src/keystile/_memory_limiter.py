@@ -178,9 +178,7 @@ class MemoryLimiter:
                 used, reset = 0, now + spec.window
             else:
                 used, reset = int(bucket[1]), float(bucket[0])
-            amount = spec.amount
-            exceeded = used >= amount  # more than it allows, if it was lowered since
-            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
+            states.append(_state(spec, used, reset))
             found.append(bucket)
         return states, found
 
@@ -206,9 +204,7 @@ class MemoryLimiter:
                     hits.popleft()
             used = len(hits) if hits else 0
             reset = hits[0] + window if hits else now + window
-            amount = spec.amount
-            exceeded = used >= amount  # more than it allows, if it was lowered since
-            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
+            states.append(_state(spec, used, reset))
             found.append(hits)
         return states, found
 
@@ -244,9 +240,7 @@ class MemoryLimiter:
             # previous seconds; the current window's hits weigh less from
             # its end. The first comes sooner whenever there is a previous.
             reset = now + left % (window / previous) if previous else start + window
-            amount = spec.amount
-            exceeded = used >= amount  # more than it allows, if it was lowered since
-            states.append(LimitState(spec, 0 if exceeded else amount - used, reset, exceeded))
+            states.append(_state(spec, used, reset))
             found.append(state)
         return states, found
 
@@ -262,3 +256,9 @@ class MemoryLimiter:
         for name in [n for n, until in self._expires.items() if until <= now]:
             del self._expires[name]
             self._buckets.pop(name, None)
+
+
+def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:
+    """A limit that counts ``used`` requests now (more than it allows, if it was lowered since)."""
+    exceeded = used >= spec.amount
+    return LimitState(spec, 0 if exceeded else spec.amount - used, reset, exceeded)

@@ -66,7 +66,6 @@ class ScopeHeaders(Mapping[str, tuple[str]]):
         return isinstance(name, str) and name.encode("latin-1") in self._raw
 
     def __iter__(self) -> Iterator[str]:
-        # In C, so RequestView.has_reserved_headers' scan of the names stays one pass.
         return map(bytes.decode, self._raw, repeat("latin-1"))
 
     def __len__(self) -> int:
@@ -179,7 +178,7 @@ class KeystileMiddleware:
         view = view_from_scope(scope)
         decision = self.ks.decide_in_memory(view)
         if decision is None:
-            decision = await self.ks.adecide(view, in_memory=False)
+            decision = await self.ks.adecide_flow(view)
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return

@@ -282,30 +282,28 @@ class Keystile:
 
     # -- the request decision ------------------------------------------------------
 
-    def decide(self, view: RequestView, *, in_memory: bool = True) -> Decision:
-        """Admit or refuse a request, with blocking I/O (WSGI).
-
-        ``in_memory=False`` skips ``decide_in_memory``, for a caller that
-        already asked it and got None.
-        """
-        if in_memory:
-            decision = self.decide_in_memory(view)
-            if decision is not None:
-                return decision
+    def decide(self, view: RequestView) -> Decision:
+        """Admit or refuse a request, with blocking I/O (WSGI)."""
+        decision = self.decide_in_memory(view)
+        if decision is not None:
+            return decision
         perform = self._perform if self.metrics is None else self._perform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, drive(flow, perform, ServiceUnavailable))
 
-    async def adecide(self, view: RequestView, *, in_memory: bool = True) -> Decision:
-        """Admit or refuse a request without blocking the event loop (ASGI).
+    async def adecide(self, view: RequestView) -> Decision:
+        """Admit or refuse a request without blocking the event loop (ASGI)."""
+        decision = self.decide_in_memory(view)
+        if decision is not None:
+            return decision
+        return await self.adecide_flow(view)
 
-        ``in_memory=False`` skips ``decide_in_memory``, for a caller that
-        already asked it and got None.
+    async def adecide_flow(self, view: RequestView) -> Decision:
+        """``adecide`` for a request ``decide_in_memory`` already declined.
+
+        The ASGI door asks ``decide_in_memory`` first, so that the common
+        request costs no coroutine; this is the rest, with no second ask.
         """
-        if in_memory:
-            decision = self.decide_in_memory(view)
-            if decision is not None:
-                return decision
         aperform = self._aperform if self.metrics is None else self._aperform_timed
         flow = decide(self.policy, self.lookups, view)
         return self._settle(view, await adrive(flow, aperform, ServiceUnavailable))

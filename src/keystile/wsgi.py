@@ -130,9 +130,7 @@ class KeystileMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         view = view_from_environ(environ)
-        decision = self.ks.decide_in_memory(view)
-        if decision is None:
-            decision = self.ks.decide(view, in_memory=False)
+        decision = self.ks.decide(view)
         if isinstance(decision, Refusal):
             status, headers, body = render_refusal(decision, self.errors)
             start_response(f"{status} {HTTPStatus(status).phrase}", headers)

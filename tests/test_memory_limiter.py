@@ -146,7 +146,7 @@ def test_sweeps_keep_running_so_memory_follows_the_active_keys(strategy: str) ->
         clock.now += 10  # two windows and more: every one of them is idle
         sweep(limiter)
         assert len(limiter._buckets) == 0, f"sweep {round_ + 1} did not run"
-        assert len(limiter._expires) == 0
+        assert len(limiter._windows) == 0
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
@@ -157,7 +157,7 @@ def test_a_sweep_forgets_a_bucket_two_windows_after_its_last_hit(strategy: str) 
     clock.now = 602.0  # two windows on, no strategy counts those hits any more
     sweep(limiter)
     assert limiter._buckets == {}
-    assert limiter._expires == {}
+    assert limiter._windows == {}
 
 
 def test_a_sweep_runs_on_every_ten_thousandth_call_and_only_then() -> None:

@@ -75,7 +75,7 @@ def test_a_refund_gives_back_the_newest_hit_and_drops_an_empty_bucket(
     clock.now = at
     given_back = limiter.hit_all(LimitCall((), refund=auth))
     assert given_back.admitted and given_back.states == ()
-    assert (len(limiter._buckets), len(limiter._expires)) == (kept, kept)
+    assert (len(limiter._buckets), len(limiter._windows)) == (kept, kept)
     assert remaining(limiter, auth) == left
 
 

@@ -65,7 +65,7 @@ class MemoryLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, Any] = {}
-        self._expires: dict[str, float] = {}  # when a bucket holds nothing any more
+        self._windows: dict[str, float] = {}  # each bucket's window, for the sweep
         self._calls = 0
         look, take = {
             "fixed-window": (self._fixed_look, self._fixed_take),
@@ -88,6 +88,9 @@ class MemoryLimiter:
                 guarded = self._guard(call.guard, now)
                 if guarded is not None:
                     return guarded
+            # The states count this call's request as spent, as an admitted
+            # call (nearly every one) reports them; a call that spends
+            # nothing gives it back to each limit that had room.
             states, found = self._look(specs, now)
             admitted = True
             for state in states:
@@ -96,12 +99,8 @@ class MemoryLimiter:
                     break
             if admitted and not call.peek:
                 self._take(specs, found, now)
-                expires = self._expires
-                for state in states:
-                    state.remaining -= 1  # at least 1 was left: none refused
-                    # Two windows covers the sliding counter's previous window too.
-                    spec = state.spec
-                    expires[spec.counter] = now + 2 * spec.window
+            else:
+                _unspent(states)
             self._calls += 1
             if self._calls % SWEEP_EVERY == 0:
                 self._sweep(now)
@@ -121,6 +120,7 @@ class MemoryLimiter:
         states, _ = self._look(guard, now)
         if not any(state.exceeded for state in states):
             return None
+        _unspent(states)  # a guard is never spent
         return LimitResult(False, tuple(states), guarded=True)
 
     def _give_back(self, specs: tuple[LimitSpec, ...], now: float) -> None:
@@ -152,7 +152,7 @@ class MemoryLimiter:
                 empty = state[1] <= 0 and state[2] <= 0
             if empty:
                 del buckets[spec.counter]
-                self._expires.pop(spec.counter, None)
+                del self._windows[spec.counter]
 
     def warm_up(self) -> None:
         pass  # nothing to connect to
@@ -187,6 +187,7 @@ class MemoryLimiter:
         for spec, bucket in zip(specs, found):  # noqa: B905 - look made one per limit
             if bucket is None:  # none yet, or its window is over: a new window
                 buckets[spec.counter] = [now + spec.window, 1]
+                self._windows[spec.counter] = spec.window
             else:
                 bucket[1] += 1
 
@@ -213,6 +214,7 @@ class MemoryLimiter:
         for spec, hits in zip(specs, found):  # noqa: B905 - look made one per limit
             if hits is None:
                 buckets[spec.counter] = deque((now,))
+                self._windows[spec.counter] = spec.window
             else:
                 hits.append(now)
 
@@ -249,16 +251,31 @@ class MemoryLimiter:
         for spec, state in zip(specs, found):  # noqa: B905 - look made one per limit
             if state[2] == 0:
                 buckets[spec.counter] = state  # a new bucket, or one that rolled over
+                self._windows[spec.counter] = spec.window
             state[2] += 1
 
     def _sweep(self, now: float) -> None:
-        """Forget buckets with nothing left in them, so memory follows active keys."""
-        for name in [n for n, until in self._expires.items() if until <= now]:
-            del self._expires[name]
-            self._buckets.pop(name, None)
+        """Forget buckets that count nothing any more, so memory follows active keys."""
+        buckets, windows = self._buckets, self._windows
+        idle = {
+            "fixed-window": lambda bucket, window: bucket[0] <= now,
+            "moving-window": lambda hits, window: not hits or hits[-1] + window <= now,
+            # The previous window still weighs until the current one ends.
+            "sliding-window-counter": lambda bucket, window: bucket[0] + 2 * window <= now,
+        }[self.strategy]
+        for name in [n for n, window in windows.items() if idle(buckets[n], window)]:
+            del buckets[name], windows[name]
 
 
 def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:
-    """A limit that counts ``used`` requests now (more than it allows, if it was lowered since)."""
+    """A limit that counts ``used`` requests now (more than it allows, if it was
+    lowered since), with what it has left once this call's request is spent."""
     exceeded = used >= spec.amount
-    return LimitState(spec, 0 if exceeded else spec.amount - used, reset, exceeded)
+    return LimitState(spec, 0 if exceeded else spec.amount - used - 1, reset, exceeded)
+
+
+def _unspent(states: list[LimitState]) -> None:
+    """Give the request back to each state with room: the call spent nothing."""
+    for state in states:
+        if not state.exceeded:
+            state.remaining += 1

@@ -256,15 +256,19 @@ class MemoryLimiter:
 
     def _sweep(self, now: float) -> None:
         """Forget buckets that count nothing any more, so memory follows active keys."""
-        buckets, windows = self._buckets, self._windows
-        idle = {
-            "fixed-window": lambda bucket, window: bucket[0] <= now,
-            "moving-window": lambda hits, window: not hits or hits[-1] + window <= now,
-            # The previous window still weighs until the current one ends.
-            "sliding-window-counter": lambda bucket, window: bucket[0] + 2 * window <= now,
-        }[self.strategy]
-        for name in [n for n, window in windows.items() if idle(buckets[n], window)]:
+        buckets, windows, strategy = self._buckets, self._windows, self.strategy
+        for name in [n for n, w in windows.items() if _idle(strategy, buckets[n], w, now)]:
             del buckets[name], windows[name]
+
+
+def _idle(strategy: str, bucket: Any, window: float, now: float) -> bool:
+    """Whether a bucket of ``strategy`` counts nothing at ``now``."""
+    if strategy == "fixed-window":  # [window_end, count]
+        return bool(bucket[0] <= now)
+    if strategy == "moving-window":  # hit times, newest last
+        return not bucket or bool(bucket[-1] + window <= now)
+    # The sliding counter's previous window weighs until the current one ends.
+    return bool(bucket[0] + 2 * window <= now)
 
 
 def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:

@@ -75,8 +75,8 @@ class ScopeHeaders(Mapping[str, tuple[str]]):
         return f"ScopeHeaders({sorted(self)!r})"  # names only: values hold credentials
 
 
-def _headers_of(scope: Scope) -> tuple[ScopeHeaders | HeaderMap, bool | None]:
-    """The scope's headers, and whether a name is reserved (None: not looked at)."""
+def _headers_of(scope: Scope) -> tuple[ScopeHeaders | HeaderMap, bool]:
+    """The scope's headers, and whether a name is reserved (``X-Keystile-*``)."""
     raw = scope.get("headers", ())
     if type(raw) is list or type(raw) is tuple:
         fast = dict(raw)
@@ -96,7 +96,7 @@ def _headers_of(scope: Scope) -> tuple[ScopeHeaders | HeaderMap, bool | None]:
             headers[name] = [raw_value.decode("latin-1")]
         else:
             values.append(raw_value.decode("latin-1"))
-    return headers, None
+    return headers, any(name.startswith(RESERVED_HEADER_PREFIX) for name in headers)
 
 
 def view_from_scope(scope: Scope) -> RequestView:
@@ -184,7 +184,7 @@ class KeystileMiddleware:
         if isinstance(decision, Refusal):
             await self._refuse(scope, send, decision)
             return
-        if decision.strip_embed_token or view.has_reserved_headers():
+        if decision.strip_embed_token or view.reserved:  # always known: the view is ours
             _scrub_scope(scope, decision)
         # The server hands each request a scope of its own, so it is ours to
         # write; the state dict in it is copied rather than written, so a

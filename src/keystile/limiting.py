@@ -136,7 +136,7 @@ class LimitCall:
     along (a frozen dataclass pays ``object.__setattr__`` per field).
     """
 
-    __slots__ = ("guard", "peek", "refund", "specs")
+    __slots__ = ("empty", "guard", "peek", "refund", "specs")
 
     def __init__(
         self,
@@ -149,6 +149,8 @@ class LimitCall:
         self.peek = peek
         self.guard = guard
         self.refund = refund
+        # Nothing to count, guard or give back: no need to ask the limiter.
+        self.empty = not (specs or guard or refund)
 
     def __repr__(self) -> str:
         return (
@@ -167,11 +169,6 @@ class LimitCall:
         )
 
     __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def empty(self) -> bool:
-        """Nothing to count, guard or give back: no need to ask the limiter."""
-        return not (self.specs or self.guard or self.refund)
 
 
 @lru_cache(maxsize=1024)

@@ -453,8 +453,8 @@ def client_address(
     a trusted proxy that forwarded one.
     """
     peer = view.client
-    if peer and not trusted:
-        return _peer_key(peer)  # the common case: no proxy to read through
+    if peer and not trusted:  # the common case: no proxy to read through
+        return peer if ":" not in peer else _peer_key(peer)
     found = client_ip(view, trusted, unix=unix)
     if found is not None:
         return _address_key(found)

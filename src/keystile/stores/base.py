@@ -12,9 +12,10 @@ engines run (``AsyncConnection.run_sync``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -94,8 +95,8 @@ STORE_OPS = frozenset(
 UsageRow = tuple[str, int, str, int, int]
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+# The real clock: a partial, called in C, as every request reads it.
+utcnow: Callable[[], datetime] = partial(datetime.now, timezone.utc)
 
 
 def freeze(value: Any) -> Any:

@@ -160,6 +160,44 @@ def test_a_sweep_forgets_a_bucket_two_windows_after_its_last_hit(strategy: str) 
     assert limiter._windows == {}
 
 
+# The instant each strategy's bucket, hit at 600 s with 1-second windows,
+# stops counting: its window's end (fixed), its last hit's leaving (moving),
+# the end of the window after it (sliding counter).
+STOPS_COUNTING = [
+    ("fixed-window", 601.0),
+    ("moving-window", 601.0),
+    ("sliding-window-counter", 602.0),
+]
+
+
+@pytest.mark.parametrize(("strategy", "at"), STOPS_COUNTING)
+def test_a_sweep_forgets_a_bucket_at_the_instant_it_stops_counting(
+    strategy: str, at: float
+) -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter(strategy, clock=clock)
+    idle = (spec("5/second", "key:idle"),)
+    assert hits(limiter, idle, 2) == [True, True]
+    clock.now = at
+    assert limiter.hit_all(LimitCall(idle, peek=True)).states[0].remaining == 5  # counts nothing
+    sweep(limiter)
+    assert limiter._buckets == {}
+
+
+def test_a_sweep_forgets_a_sliding_bucket_once_the_window_it_rolled_into_is_over() -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter("sliding-window-counter", clock=clock)
+    idle = (spec("5/second", "key:idle"),)
+    assert hits(limiter, idle, 2) == [True, True]
+    clock.now = 601.5  # the look rolls the bucket over: its 2 hits weigh half now
+    assert limiter.hit_all(LimitCall(idle, peek=True)).states[0].remaining == 4
+    sweep(limiter)
+    assert list(limiter._buckets) == [idle[0].counter]
+    clock.now = 602.0  # the window it rolled into is over, with no hit in it
+    sweep(limiter)
+    assert limiter._buckets == {}
+
+
 def test_a_sweep_runs_on_every_ten_thousandth_call_and_only_then() -> None:
     """A sweep costs a pass over every bucket, so it never runs per call; and
     an idle bucket is forgotten within 10,000 calls, which bounds memory."""

@@ -164,6 +164,18 @@ def test_a_guard_without_room_refuses_and_spends_nothing(strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_refusing_guard_reports_its_other_limits_unspent(strategy: str) -> None:
+    # A budget of two limits ("3/minute;10/hour"): the minute's runs out first,
+    # and the hour's still has 7 left, none of them spent by the refused call.
+    limiter = MemoryLimiter(strategy, clock=Clock(600.0))
+    auth = (spec("3/minute", "auth:a"), spec("10/hour", "auth:a"))
+    assert hits(limiter, auth, 3) == [True] * 3
+    refused = limiter.hit_all(LimitCall((spec("10/minute", "key:k"),), guard=auth))
+    assert refused.guarded
+    assert [(s.remaining, s.exceeded) for s in refused.states] == [(0, True), (7, False)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_refund_makes_room_for_the_guard_of_the_same_call(strategy: str) -> None:
     limiter = MemoryLimiter(strategy, clock=Clock(600.0))
     auth, key = (spec("3/minute", "auth:a"),), (spec("10/minute", "key:k"),)

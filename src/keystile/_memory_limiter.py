@@ -267,8 +267,12 @@ def _idle(strategy: str, bucket: Any, window: float, now: float) -> bool:
         return bool(bucket[0] <= now)
     if strategy == "moving-window":  # hit times, newest last
         return not bucket or bool(bucket[-1] + window <= now)
-    # The sliding counter's previous window weighs until the current one ends.
-    return bool(bucket[0] + 2 * window <= now)
+    # The sliding counter ([window_start, previous, current]): a look may have
+    # rolled it over in place, to a window that counts nothing yet.
+    start, previous, current = bucket
+    if start + window <= now:  # its window is over: ``current`` weighs on, as the previous
+        return bool(current == 0 or start + 2 * window <= now)
+    return bool(previous == 0 and current == 0)
 
 
 def _state(spec: LimitSpec, used: int, reset: float) -> LimitState:

@@ -29,6 +29,7 @@ from pathlib import Path
 VARIANTS = [
     ("bare-starlette", "async"),
     ("noop-starlette", "async"),
+    ("spin-starlette", "async"),
     ("keystile-starlette", "async"),
     *(
         (name, endpoints)

@@ -7,6 +7,9 @@ it, count it against a per-key moving-window limit in memory.
 - bare-starlette, bare-fastapi: no auth at all (the baseline);
 - noop-starlette: a pure ASGI middleware that only calls the app: the floor
   that any middleware pays for being one more layer;
+- spin-starlette: a middleware that busy-waits ``BENCH_SPIN_US`` µs (12 by
+  default, about keystile's in-process overhead) and calls the app: how
+  many requests a second that much plain work costs under load;
 - keystile-starlette, keystile-fastapi: KeystileMiddleware, SQLite store
   (cache hits), memory limiter (sliding-window counter), key and org limits
   and the failed-auth throttle;
@@ -78,6 +81,25 @@ def _noop(app: Any) -> Any:
             await self.app(scope, receive, send)
 
     app.add_middleware(Passthrough)
+    return app
+
+
+def _spin(app: Any) -> Any:
+    import time
+
+    spin = float(os.environ.get("BENCH_SPIN_US", "12")) / 1e6
+
+    class Spin:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            until = time.perf_counter() + spin
+            while time.perf_counter() < until:
+                pass
+            await self.app(scope, receive, send)
+
+    app.add_middleware(Spin)
     return app
 
 
@@ -180,6 +202,7 @@ def build() -> Any:
     builders = {
         "bare-starlette": _starlette,
         "noop-starlette": lambda: _noop(_starlette()),
+        "spin-starlette": lambda: _spin(_starlette()),
         "bare-fastapi": _fastapi,
         "keystile-starlette": lambda: _keystile(_starlette()),
         "keystile-fastapi": lambda: _keystile(_fastapi()),

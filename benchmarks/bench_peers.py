@@ -7,10 +7,14 @@ Needs `wrk` (Debian package) and, for the peer variants, `slowapi` and
 `fastapi-keygate` installed beside keystile[all]. Each variant is served by
 its own uvicorn process on a free 127.0.0.1 port, all started up front; wrk
 sends the variant's valid key in `x-api-key`. The rounds go through every
-variant in turn, so a slow patch of a shared machine touches them all
-alike; the best round per variant is kept, and ratios are taken against the
-bare app of the same run. The FastAPI variants run twice: with plain `def`
-endpoints and dependencies (FastAPI's thread pool) and with `async def`.
+variant in turn, within a minute or so, so a slow patch of a shared machine
+touches them all alike. Each ratio is taken within a round (against that
+round's bare app or peer), and the median over the rounds is printed with
+the lowest and highest: on a noisy machine that range, not the median, says
+what the run can tell apart. The req/s column is each variant's best round.
+The FastAPI variants run twice: with plain `def` endpoints and dependencies
+(FastAPI's thread pool) and with `async def`. Many short rounds
+(`--seconds 3 --rounds 7`) say more than a few long ones.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+Variant = tuple[str, str]  # (name, endpoints)
 
 VARIANTS = [
     ("bare-starlette", "async"),
@@ -123,7 +131,11 @@ def main() -> None:
     variants = [v for v in VARIANTS if not only or v[0] in only]
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
-    results: dict[tuple[str, str], tuple[float, str]] = {}
+    # Every round's figure per variant: a round measures all variants within
+    # a minute, so ratios are taken within a round, and the median of the
+    # rounds' ratios is reported with their range (the machine's own speed
+    # moves between rounds far more than the variants differ).
+    rounds: dict[Variant, list[tuple[float, str]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         servers = {v: serve(*v, Path(tmp)) for v in variants}
         try:
@@ -131,8 +143,7 @@ def main() -> None:
                 wrk(port, key, 2, args.connections)  # warm-up
             for _ in range(args.rounds):
                 for variant, (_, port, key) in servers.items():
-                    run = wrk(port, key, args.seconds, args.connections)
-                    results[variant] = max(results.get(variant, run), run)
+                    rounds[variant].append(wrk(port, key, args.seconds, args.connections))
         finally:
             for variant, (proc, _, _) in servers.items():
                 proc.terminate()
@@ -142,35 +153,50 @@ def main() -> None:
                     proc.stderr.close()
                     if proc.returncode not in (0, -15) and err:
                         print(f"{variant}: {err[-400:]}", file=sys.stderr)
+    rps = {v: [r for r, _ in runs] for v, runs in rounds.items()}
     print(
         f"uvicorn 1 worker, wrk -t2 -c{args.connections} -d{args.seconds}s, "
-        f"best of {args.rounds} interleaved rounds"
+        f"{args.rounds} interleaved rounds; req/s is the best round, ratios the "
+        "median of the rounds' own ratios [lowest-highest]"
     )
-    print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare':>9}{'non-2xx':>9}")
-    for (variant, endpoints), (rps, bad) in results.items():
-        framework = variant.split("-")[-1]
-        base = results.get((f"bare-{framework}", endpoints), (0.0, ""))[0]
-        ratio = f"{rps / base:>9.2f}" if base else f"{'-':>9}"
-        print(f"{variant:<22}{endpoints:>10}{rps:>10.0f}{ratio}{bad:>9}")
+    print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare':>9}  {'range':<13}non-2xx")
+    for (name, endpoints), runs in rounds.items():
+        base = rps.get((f"bare-{name.split('-')[-1]}", endpoints))
+        ratio = per_round(rps[name, endpoints], base, lambda x, b: x / b) if base else ""
+        best = max(rps[name, endpoints])
+        bad = max((b for _, b in runs), key=int)
+        print(f"{name:<22}{endpoints:>10}{best:>10.0f}{ratio:<24}{bad:>7}")
     for endpoints in ("sync", "async"):
-        ks = results.get(("keystile-fastapi", endpoints))
+        ks = rps.get(("keystile-fastapi", endpoints))
         for peer in ("handrolled-fastapi", "keygate-fastapi"):
-            other = results.get((peer, endpoints))
+            other = rps.get((peer, endpoints))
             if ks and other:
-                ratio = ks[0] / other[0]
-                print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio:.2f}x")
+                ratio = per_round(ks, other, lambda x, o: x / o)
+                print(f"{endpoints:>5} endpoints: keystile-fastapi / {peer} = {ratio.strip()}")
         # Issue 13's yardstick: the time each layer adds per request,
         # 1/rps(with it) - 1/rps(bare), keystile's against the hand-rolled stack's.
-        bare = results.get(("bare-fastapi", endpoints))
-        hand = results.get(("handrolled-fastapi", endpoints))
+        bare = rps.get(("bare-fastapi", endpoints))
+        hand = rps.get(("handrolled-fastapi", endpoints))
         if ks and bare and hand:
-            ours = 1 / ks[0] - 1 / bare[0]
-            theirs = 1 / hand[0] - 1 / bare[0]
-            share = ours / theirs if theirs > 0 else float("inf")
-            print(
-                f"{endpoints:>5} endpoints: time added per request: keystile {ours * 1e6:.0f} µs, "
-                f"hand-rolled {theirs * 1e6:.0f} µs, ratio {share:.2f} (goal <= 0.33)"
+            added = [(1 / k - 1 / b, 1 / h - 1 / b) for k, b, h in zip(ks, bare, hand, strict=True)]
+            ours = statistics.median(a for a, _ in added)
+            theirs = statistics.median(t for _, t in added)
+            share = per_round(
+                [a for a, _ in added], [t for _, t in added], lambda a, t: a / t if t > 0 else 99.0
             )
+            print(
+                f"{endpoints:>5} endpoints: time added per request (medians): keystile "
+                f"{ours * 1e6:.0f} µs, hand-rolled {theirs * 1e6:.0f} µs; "
+                f"ratio {share.strip()} (goal <= 0.33)"
+            )
+
+
+def per_round(
+    ours: list[float], theirs: list[float], ratio: Callable[[float, float], float]
+) -> str:
+    """The median of each round's ``ratio(ours, theirs)``, and its range."""
+    ratios = sorted(ratio(a, b) for a, b in zip(ours, theirs, strict=True))
+    return f"{statistics.median(ratios):>9.2f}  [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import repeat
 from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes, urlsplit
 
 __all__ = [
@@ -78,7 +77,8 @@ class RequestView:
     client: str | None = None
     websocket: bool = False
     # Whether a header name starts with ``X-Keystile-``, when the door found
-    # out while reading the headers (None: ``has_reserved_headers`` looks).
+    # out while reading the headers (the ASGI door always does; None: not
+    # looked at, as the WSGI door scrubs the environ itself).
     reserved: bool | None = None
 
     def __repr__(self) -> str:
@@ -97,11 +97,6 @@ class RequestView:
     def header(self, name: str) -> str | None:
         values = self.headers.get(name)
         return values[0] if values else None
-
-    def has_reserved_headers(self) -> bool:
-        if self.reserved is not None:
-            return self.reserved
-        return any(map(str.startswith, self.headers, repeat(RESERVED_HEADER_PREFIX)))
 
 
 def _without_query(target: bytes) -> bytes:
@@ -432,15 +427,6 @@ def _address_key(ip: IPAddress) -> str:
     return str(ip)
 
 
-def _peer_key(peer: str | None) -> str | None:
-    if not peer:
-        return None  # a Unix socket: no address, never a shared bucket
-    if ":" not in peer:
-        return peer  # IPv4 as the server wrote it (or a name such as "testclient")
-    ip = _parse_ip(peer)
-    return peer if ip is None else _address_key(ip)
-
-
 def client_address(
     view: RequestView, trusted: Sequence[Network], *, unix: bool = False
 ) -> str | None:
@@ -454,7 +440,10 @@ def client_address(
     """
     peer = view.client
     if peer and not trusted:  # the common case: no proxy to read through
-        return peer if ":" not in peer else _peer_key(peer)
+        if ":" not in peer:
+            return peer  # IPv4 as the server wrote it (or a name such as "testclient")
+        ip = _parse_ip(peer)
+        return peer if ip is None else _address_key(ip)
     found = client_ip(view, trusted, unix=unix)
     if found is not None:
         return _address_key(found)

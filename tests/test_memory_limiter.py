@@ -198,6 +198,18 @@ def test_a_sweep_forgets_a_sliding_bucket_once_the_window_it_rolled_into_is_over
     assert limiter._buckets == {}
 
 
+def test_a_sweep_forgets_a_sliding_bucket_rolled_over_empty_and_keeps_one_counting() -> None:
+    clock = Clock(600.0)
+    limiter = MemoryLimiter("sliding-window-counter", clock=clock)
+    old, fresh = (spec("5/second", "key:old"),), (spec("5/second", "key:fresh"),)
+    assert hits(limiter, old, 2) == [True, True]
+    clock.now = 602.5  # the look rolls "old" over to this window: nothing in it, none before
+    assert limiter.hit_all(LimitCall(old, peek=True)).states[0].remaining == 5
+    assert hits(limiter, fresh, 1) == [True]
+    sweep(limiter)
+    assert list(limiter._buckets) == [fresh[0].counter]
+
+
 def test_a_sweep_runs_on_every_ten_thousandth_call_and_only_then() -> None:
     """A sweep costs a pass over every bucket, so it never runs per call; and
     an idle bucket is forgotten within 10,000 calls, which bounds memory."""

@@ -67,13 +67,15 @@ class MemoryLimiter:
         self._buckets: dict[str, Any] = {}
         self._windows: dict[str, float] = {}  # each bucket's window, for the sweep
         self._calls = 0
-        look, take = {
-            "fixed-window": (self._fixed_look, self._fixed_take),
-            "moving-window": (self._moving_look, self._moving_take),
-            "sliding-window-counter": (self._sliding_look, self._sliding_take),
+        look, take, idle = {
+            "fixed-window": (self._fixed_look, self._fixed_take, _fixed_idle),
+            "moving-window": (self._moving_look, self._moving_take, _moving_idle),
+            "sliding-window-counter": (self._sliding_look, self._sliding_take, _sliding_idle),
         }[strategy]
         self._look: Callable[[tuple[LimitSpec, ...], float], Look] = look
         self._take: Callable[[tuple[LimitSpec, ...], list[Any], float], None] = take
+        # Whether a bucket (of ``window`` seconds) counts nothing at ``now``.
+        self._idle: Callable[[Any, float, float], bool] = idle
 
     def __repr__(self) -> str:
         return f"MemoryLimiter({self.strategy}, buckets={len(self._buckets)})"
@@ -137,20 +139,15 @@ class MemoryLimiter:
                 continue
             if self.strategy == "moving-window":
                 bucket.pop()  # newest last
-                empty = not bucket or bucket[-1] <= now - spec.window
             elif self.strategy == "fixed-window":
-                # A bucket counts one hit at least (it goes at zero); once its
-                # window is over it counts none, so it goes too.
                 bucket[1] -= 1
-                empty = bucket[0] <= now or bucket[1] <= 0
-            else:  # sliding window counter: [window_start, previous, current]
+            else:  # sliding window counter: rolled over to now's window first
                 _, (state,) = self._sliding_look((spec,), now)
                 if state[2] > 0:
                     state[2] -= 1
                 elif state[1] > 0:
                     state[1] -= 1
-                empty = state[1] <= 0 and state[2] <= 0
-            if empty:
+            if self._idle(bucket, spec.window, now):
                 del buckets[spec.counter]
                 del self._windows[spec.counter]
 
@@ -256,19 +253,24 @@ class MemoryLimiter:
 
     def _sweep(self, now: float) -> None:
         """Forget buckets that count nothing any more, so memory follows active keys."""
-        buckets, windows, strategy = self._buckets, self._windows, self.strategy
-        for name in [n for n, w in windows.items() if _idle(strategy, buckets[n], w, now)]:
+        buckets, windows, idle = self._buckets, self._windows, self._idle
+        for name in [n for n, window in windows.items() if idle(buckets[n], window, now)]:
             del buckets[name], windows[name]
 
 
-def _idle(strategy: str, bucket: Any, window: float, now: float) -> bool:
-    """Whether a bucket of ``strategy`` counts nothing at ``now``."""
-    if strategy == "fixed-window":  # [window_end, count]
-        return bool(bucket[0] <= now)
-    if strategy == "moving-window":  # hit times, newest last
-        return not bucket or bool(bucket[-1] + window <= now)
-    # The sliding counter ([window_start, previous, current]): a look may have
-    # rolled it over in place, to a window that counts nothing yet.
+def _fixed_idle(bucket: Any, window: float, now: float) -> bool:
+    # [window_end, count]: a bucket given back its last hit counts none either.
+    return bool(bucket[0] <= now or bucket[1] <= 0)
+
+
+def _moving_idle(hits: Any, window: float, now: float) -> bool:
+    # Hit times, newest last.
+    return not hits or bool(hits[-1] + window <= now)
+
+
+def _sliding_idle(bucket: Any, window: float, now: float) -> bool:
+    # [window_start, previous, current]: a look may have rolled it over in
+    # place, to a window that counts nothing yet.
     start, previous, current = bucket
     if start + window <= now:  # its window is over: ``current`` weighs on, as the previous
         return bool(current == 0 or start + 2 * window <= now)

@@ -19,7 +19,17 @@ from tests.conftest import PEPPER
 SRC = Path(__file__).resolve().parent.parent / "src" / "keystile"
 
 # The core: no framework, no driver, no store, no engine (STYLE.md, "Arrows point down").
-CORE = ("pipeline", "policy", "routes", "scopes", "sansio", "keys", "limiting", "config")
+CORE = (
+    "pipeline",
+    "policy",
+    "principal",
+    "routes",
+    "scopes",
+    "sansio",
+    "keys",
+    "limiting",
+    "config",
+)
 ABOVE = ("engine", "asgi", "wsgi", "flask", "django", "fastapi", "management", "cli", "lifecycle")
 
 

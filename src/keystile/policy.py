@@ -15,12 +15,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from keystile.config import Config, RouteConfig
 from keystile.keys import KeyFormat
 from keystile.limiting import LimitCall, LimitSpec, specs_for_key
+from keystile.principal import Principal
 from keystile.routes import RouteMatch, RouteTable
 from keystile.sansio import Network, RequestView, routed_path
 from keystile.scopes import ScopePolicy
@@ -35,61 +35,6 @@ MAX_ROUTED_PATH = 512  # bytes: longer paths are routed afresh (memory stays ~2 
 # What ``Policy.route`` answers: the method routed on (None: a path to refuse)
 # and the rule's match.
 Routed = tuple[str | None, RouteMatch | None]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated key, as the app sees it: read-only, never the secret.
-
-    ``request.state.api_key`` (ASGI) or ``environ["keystile.api_key"]`` (WSGI).
-    """
-
-    id: str
-    name: str
-    org: str
-    owner: str | None
-    kind: str
-    type: str
-    scopes: tuple[str, ...]
-    plan: str | None
-    prefix: str
-    metadata: Mapping[str, Any] = field(compare=False)
-    expires_at: datetime | None = None
-    policy: ScopePolicy | None = field(default=None, repr=False, compare=False)
-    grants: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-
-    def missing_scopes(self, *required: str) -> tuple[str, ...]:
-        """The scopes in ``required`` this key lacks (``implies`` and wildcards counted)."""
-        if self.policy is None:
-            return tuple(s for s in required if s not in self.scopes)
-        return self.policy.missing(self.grants, required, ())
-
-    def has_scopes(self, *required: str) -> bool:
-        """Whether the key holds every scope in ``required``."""
-        return not self.missing_scopes(*required)
-
-    @classmethod
-    def of(
-        cls,
-        record: KeyRecord,
-        policy: ScopePolicy | None = None,
-        grants: frozenset[str] = frozenset(),
-    ) -> Principal:
-        return cls(
-            id=record.id,
-            name=record.name,
-            org=record.org,
-            owner=record.owner,
-            kind=record.kind,
-            type=record.type,
-            scopes=record.scopes,
-            plan=record.plan,
-            prefix=record.prefix,
-            metadata=record.metadata,
-            expires_at=record.expires_at,
-            policy=policy,
-            grants=grants,
-        )
 
 
 @dataclass(slots=True)

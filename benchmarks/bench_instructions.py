@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_overhead import keystile_build
+
 PHASES = ("hello", "bare ASGI", "wrapped ASGI", "bare WSGI", "wrapped WSGI")
 GOAL_RATIO = 1.5
 
@@ -125,6 +127,7 @@ def main() -> None:
             phase: _total(Path(f"{base}.{i + 2}")) / args.requests for i, phase in enumerate(PHASES)
         }
     print(f"instructions per request (callgrind), {args.requests} requests per phase")
+    print(f"keystile: {keystile_build()} build")
     for phase in PHASES:
         print(f"{phase:<14}{counts[phase]:>12,.0f}")
     hello = counts["hello"]

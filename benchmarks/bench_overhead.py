@@ -57,6 +57,14 @@ REALISTIC: dict[str, Any] = {
 }
 
 
+def keystile_build() -> str:
+    """Which build of keystile this interpreter imports (docs/performance.md)."""
+    import keystile.pipeline
+
+    compiled = not (keystile.pipeline.__file__ or "").endswith(".py")
+    return "compiled (mypyc)" if compiled else "pure Python"
+
+
 def starlette_hello() -> Any:
     """The yardstick: the smallest Starlette app a user would write."""
     from starlette.applications import Starlette
@@ -230,6 +238,7 @@ def main() -> None:
         else "realistic: failed-auth on, key+org limits, sliding-window-counter, SQLite store"
     )
     print(f"requests per round: {n}, {rounds} alternating rounds; {what}")
+    print(f"keystile: {keystile_build()} build")
     print(
         "yardstick: a bare Starlette hello-world in process, timed in every round;"
         " x hello is the median over rounds of (wrapped - bare) / hello"

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_overhead import keystile_build
+
 Variant = tuple[str, str]  # (name, endpoints)
 
 VARIANTS = [
@@ -160,6 +162,7 @@ def main() -> None:
         f"{args.rounds} interleaved rounds; req/s is the best round, ratios the "
         "median of the rounds' own ratios [lowest-highest]"
     )
+    print(f"keystile: {keystile_build()} build")
     print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare [range]':>22}{'non-2xx':>9}")
     for (name, endpoints), runs in rounds.items():
         base = rps.get((f"bare-{name.split('-')[-1]}", endpoints))

@@ -779,4 +779,5 @@ def test_every_docs_block_is_run_or_declared() -> None:
     ]
     assert not loose, "blocks no test runs and none declares:\n" + "\n".join(loose)
     # The escape stays rare: a new not-run block needs a reason no test can take.
-    assert len([b for b in ALL_BLOCKS if b.not_run]) <= 5
+    # (The sixth: building the compiled wheel, which CI does outside the suite.)
+    assert len([b for b in ALL_BLOCKS if b.not_run]) <= 6

@@ -330,7 +330,11 @@ def test_a_traceback_with_locals_shows_no_credential_when_the_app_raises(
             call_wsgi(WSGIMiddleware(wsgi_app, engine=engine), environ_for(path, sent, query))
     frames = traceback.TracebackException.from_exception(info.value, capture_locals=True).stack
     ours = [f for f in frames if "/keystile/" in f.filename and f.locals]
-    assert ours, "the middleware's own frame is in the traceback"
+    door_class = ASGIMiddleware if door == "asgi" else WSGIMiddleware
+    door_file = sys.modules[door_class.__module__].__file__
+    if door_file is not None and door_file.endswith(".py"):
+        # Compiled (the compiled build), a door leaves no frame and no locals at all.
+        assert ours, "the middleware's own frame is in the traceback"
     for frame in ours:
         for name, text in (frame.locals or {}).items():
             if name in ("scope", "environ"):

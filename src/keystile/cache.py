@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from keystile.stores.base import KeyRecord
 
@@ -76,7 +77,7 @@ class KeyCache:
             return _MISSING
         return None
 
-    MISSING = _MISSING
+    MISSING: ClassVar[object] = _MISSING
 
     def put(self, digest: str, record: KeyRecord | None) -> None:
         if self.size <= 0:

@@ -1,0 +1,114 @@
+"""The build under test is the one it says it is (docs/performance.md).
+
+``pyproject.toml`` lists the modules the compiled build compiles with mypyc.
+``scripts/test_compiled.sh`` runs the whole suite against that wheel with
+``KEYSTILE_BUILD=compiled``; every other run (the editable install) is the
+pure-Python build. A compiled run that imported the pure modules (a stray
+``src`` on the path, a build that silently compiled nothing) would test the
+wrong code and still pass, so each run checks what it imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+COMPILED = os.environ.get("KEYSTILE_BUILD", "pure") == "compiled"
+
+
+def compiled_modules() -> list[str]:
+    """The modules the ``mypyc`` build hook of ``pyproject.toml`` includes."""
+    text = PYPROJECT.read_text(encoding="utf-8")
+    header = re.escape("[tool.hatch.build.targets.wheel.hooks.mypyc]")
+    hook = re.search(rf"^{header}\n(.*?)^\[", text, re.S | re.M)
+    assert hook is not None, "pyproject.toml has no mypyc build hook"
+    include = re.search(r"^include = \[(.*?)\]", hook.group(1), re.S | re.M)
+    assert include is not None, "the mypyc build hook lists no modules"
+    paths = re.findall(r'"src/(keystile/[\w/]+)\.py"', include.group(1))
+    return [p.replace("/", ".") for p in paths]
+
+
+def test_the_hook_lists_the_request_path() -> None:
+    assert set(compiled_modules()) >= {"keystile.asgi", "keystile.pipeline", "keystile.sansio"}
+
+
+@pytest.mark.parametrize("name", compiled_modules())
+def test_each_listed_module_is_compiled_exactly_in_the_compiled_build(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__file__ is not None
+    assert module.__file__.endswith(".py") is not COMPILED, module.__file__
+
+
+def test_an_app_may_subclass_the_asgi_middleware() -> None:
+    # A compiled class refuses interpreted subclasses unless it allows them.
+    import asyncio
+
+    from keystile import Keystile
+    from keystile.asgi import KeystileMiddleware
+
+    refused: list[int] = []
+
+    class Counting(KeystileMiddleware):
+        async def _refuse(self, scope, send, refusal):  # type: ignore[no-untyped-def]
+            refused.append(refusal.status)
+            await super()._refuse(scope, send, refusal)
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("a request without a key never reaches the app")
+
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    engine = Keystile(
+        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
+        pepper=b"p" * 32,
+    )
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    asyncio.run(Counting(app, engine)(scope, receive, send))
+    assert refused == [401]
+    assert sent[0]["status"] == 401
+
+
+def test_the_principal_an_app_holds_pickles_copies_and_subclasses_in_either_build() -> None:
+    # The one keystile object apps keep (in sessions, task queues, caches):
+    # kept out of the compiled modules, where a frozen dataclass cannot be
+    # unpickled and refuses Python subclasses.
+    import copy
+    import dataclasses
+    import pickle
+
+    from keystile import Principal
+
+    principal = Principal(
+        id="key_1",
+        name="ci",
+        org="acme",
+        owner=None,
+        kind="bot",
+        type="secret",
+        scopes=("events:read",),
+        plan=None,
+        prefix="sk_live_abc",
+        metadata={"team": "data"},
+    )
+    assert pickle.loads(pickle.dumps(principal)) == principal
+    assert copy.deepcopy(principal) == principal
+    assert dataclasses.replace(principal, name="renamed").name == "renamed"
+
+    class Tagged(Principal):
+        pass
+
+    assert Tagged(**{f.name: getattr(principal, f.name) for f in dataclasses.fields(principal)})
+    assert Principal.__module__ not in compiled_modules()

@@ -42,6 +42,7 @@ VARIANTS = [
     ("noop-starlette", "async"),
     ("spin-starlette", "async"),
     ("keystile-starlette", "async"),
+    ("keystile-noheaders-starlette", "async"),
     *(
         (name, endpoints)
         for endpoints in ("sync", "async")
@@ -163,13 +164,13 @@ def main() -> None:
         "median of the rounds' own ratios [lowest-highest]"
     )
     print(f"keystile: {keystile_build()} build")
-    print(f"{'variant':<22}{'endpoints':>10}{'req/s':>10}{'vs bare [range]':>22}{'non-2xx':>9}")
+    print(f"{'variant':<30}{'endpoints':>10}{'req/s':>10}{'vs bare [range]':>22}{'non-2xx':>9}")
     for (name, endpoints), runs in rounds.items():
         base = rps.get((f"bare-{name.split('-')[-1]}", endpoints))
         ratio = per_round(rps[name, endpoints], base, lambda x, b: x / b) if base else "-"
         best = max(rps[name, endpoints])
         bad = max((b for _, b in runs), key=int)
-        print(f"{name:<22}{endpoints:>10}{best:>10.0f}{ratio:>22}{bad:>9}")
+        print(f"{name:<30}{endpoints:>10}{best:>10.0f}{ratio:>22}{bad:>9}")
     for endpoints in ("sync", "async"):
         ks = rps.get(("keystile-fastapi", endpoints))
         for peer in ("handrolled-fastapi", "keygate-fastapi"):

@@ -13,6 +13,9 @@ it, count it against a per-key moving-window limit in memory.
 - keystile-starlette, keystile-fastapi: KeystileMiddleware, SQLite store
   (cache hits), memory limiter (sliding-window counter), key and org limits
   and the failed-auth throttle;
+- keystile-noheaders-starlette: the same with ``limiter.headers: []``: what
+  the three ``X-RateLimit-*`` response headers cost the server (h11 checks
+  and writes each one);
 - handrolled-fastapi: the usual stack: FastAPI APIKeyHeader dependency, a
   SHA-256 digest looked up in a dict, slowapi keyed by the key (moving
   window, memory);
@@ -103,7 +106,7 @@ def _spin(app: Any) -> Any:
     return app
 
 
-def _keystile(app: Any) -> Any:
+def _keystile(app: Any, headers: tuple[str, ...] = ("x-ratelimit",)) -> Any:
     from keystile import Keystile
     from keystile.asgi import KeystileMiddleware
 
@@ -111,7 +114,11 @@ def _keystile(app: Any) -> Any:
         {
             "store": f"sqlite:///{WORKDIR / 'keystile.db'}",
             # The config SPEC section 2 shows, as users run it (issue 13).
-            "limiter": {"storage": "memory://", "strategy": "sliding-window-counter"},
+            "limiter": {
+                "storage": "memory://",
+                "strategy": "sliding-window-counter",
+                "headers": list(headers),
+            },
             "limits": {"key": BIG, "org": BIG, "failed_auth": "20/minute"},
             "routes": [{"path": "/api/v1/events", "methods": ["GET"], "scopes": ["events:read"]}],
         },
@@ -205,6 +212,7 @@ def build() -> Any:
         "spin-starlette": lambda: _spin(_starlette()),
         "bare-fastapi": _fastapi,
         "keystile-starlette": lambda: _keystile(_starlette()),
+        "keystile-noheaders-starlette": lambda: _keystile(_starlette(), headers=()),
         "keystile-fastapi": lambda: _keystile(_fastapi()),
         "handrolled-fastapi": _handrolled,
         "keygate-fastapi": _keygate,

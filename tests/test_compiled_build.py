@@ -43,7 +43,13 @@ def test_the_hook_lists_the_request_path() -> None:
 def test_each_listed_module_is_compiled_exactly_in_the_compiled_build(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
-    assert module.__file__.endswith(".py") is not COMPILED, module.__file__
+    compiled = not module.__file__.endswith(".py")
+    if compiled and not COMPILED:
+        pytest.fail(
+            f"{name} is compiled ({module.__file__}) in a run of the pure build: a"
+            " compiled build made in the checkout left it in src/; delete src/**/*.so"
+        )
+    assert compiled is COMPILED, f"{name} is pure Python in the compiled build: {module.__file__}"
 
 
 def test_an_app_may_subclass_the_asgi_middleware() -> None:

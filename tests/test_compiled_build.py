@@ -87,6 +87,30 @@ def test_an_app_may_subclass_the_asgi_middleware() -> None:
     assert sent[0]["status"] == 401
 
 
+def test_an_app_may_subclass_the_wsgi_middleware() -> None:
+    from werkzeug.test import Client
+
+    from keystile import Keystile
+    from keystile.wsgi import KeystileMiddleware
+
+    seen: list[str] = []
+
+    class Logging(KeystileMiddleware):
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            seen.append(environ["PATH_INFO"])
+            return super().__call__(environ, start_response)
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        raise AssertionError("a request without a key never reaches the app")
+
+    engine = Keystile(
+        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
+        pepper=b"p" * 32,
+    )
+    assert Client(Logging(app, engine=engine)).get("/x").status_code == 401
+    assert seen == ["/x"]
+
+
 def test_the_principal_an_app_holds_pickles_copies_and_subclasses_in_either_build() -> None:
     # The one keystile object apps keep (in sessions, task queues, caches):
     # kept out of the compiled modules, where a frozen dataclass cannot be

@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from itertools import repeat
-from typing import Any, TypeVar
+from typing import Any
 
+from keystile._mypyc import mypyc_attr
 from keystile.engine import Keystile, engine_for
 from keystile.errors import ServiceUnavailable
 from keystile.pipeline import Admit, Refusal, route_of
@@ -38,14 +39,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 _RESERVED = RESERVED_HEADER_PREFIX.encode("latin-1")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-_Class = TypeVar("_Class", bound=type)
-
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # it only speaks to mypyc, when it compiles; at run time it does nothing
-
-    def mypyc_attr(*attrs: str, **kwattrs: bool) -> Callable[[_Class], _Class]:  # type: ignore[misc]
-        return lambda cls: cls
 
 
 class ScopeHeaders(Mapping[str, tuple[str]]):
@@ -130,9 +123,7 @@ def view_from_scope(scope: Scope) -> RequestView:
     )
 
 
-# Compiled (the compiled build, docs/performance.md), a class refuses
-# subclasses written in Python unless it says otherwise; apps may subclass it.
-@mypyc_attr(allow_interpreted_subclasses=True)
+@mypyc_attr(allow_interpreted_subclasses=True)  # apps may subclass it, compiled or not
 class KeystileMiddleware:
     """Authenticate, authorize and rate-limit every HTTP and websocket request.
 

@@ -13,6 +13,7 @@ from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
+from keystile._mypyc import mypyc_attr
 from keystile.asgi import _warn_memory_limiter
 from keystile.engine import Keystile, engine_for
 from keystile.errors import ServiceUnavailable
@@ -97,6 +98,7 @@ def view_from_environ(environ: dict[str, Any]) -> RequestView:
     )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # apps may subclass it, compiled or not
 class KeystileMiddleware:
     """Authenticate, authorize and rate-limit every request to a WSGI app.
 

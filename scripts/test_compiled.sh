@@ -17,6 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 
+if ! command -v "${CC:-cc}" >/dev/null; then
+  echo "test_compiled: no C compiler (${CC:-cc}); mypyc needs one, and the Python headers" >&2
+  exit 1
+fi
+
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

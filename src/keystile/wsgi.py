@@ -8,7 +8,7 @@ added to its ``start_response``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
@@ -147,7 +147,11 @@ class KeystileMiddleware:
         ks = self.ks
 
         def start_with_headers(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+            # Any sequence of pairs: servers take a tuple as well as the list
+            # PEP 3333 asks for (and compiled, an annotation is enforced).
+            status: str,
+            headers: Sequence[tuple[str, str]],
+            exc_info: Any = None,
         ) -> Any:
             if count and principal is not None:
                 ks.count_use(principal.id, route_of(decision), _status_code(status))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import keystile
 from keystile import Keystile
 from tests.conftest import PEPPER, REDIS_URL, require_service
 
@@ -72,7 +73,9 @@ class Watched:
 
 
 def _watch(config: dict[str, Any], secret: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    # The keystile this test imports (the checkout's src, or the compiled
+    # build's site-packages), not always the checkout's.
+    env = {**os.environ, "PYTHONPATH": str(Path(keystile.__file__).resolve().parents[1])}
     return subprocess.Popen(
         [sys.executable, "-c", WATCHER, json.dumps(config), PEPPER.decode(), secret],
         stdin=subprocess.PIPE,

@@ -2,9 +2,9 @@
 
 A module of its own, kept out of the compiled build (docs/performance.md):
 it is the one keystile object an app holds on to, and a compiled frozen
-dataclass cannot be pickled or copied (it is restored through its frozen
-``__setattr__``), nor subclassed in Python. Built once per key record, it
-costs nothing per request.
+dataclass refuses ``copy.copy`` (it is rebuilt through its frozen
+``__setattr__``) and subclasses written in Python. Built once per key
+record, it costs nothing per request.
 """
 
 from __future__ import annotations

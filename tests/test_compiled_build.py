@@ -13,14 +13,32 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from keystile import Keystile
+from tests.conftest import PEPPER
+
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 COMPILED = os.environ.get("KEYSTILE_BUILD", "pure") == "compiled"
+
+
+@pytest.fixture
+def engine() -> Iterator[Keystile]:
+    """A memory store, a per-key limit (so responses carry its headers), one route."""
+    ks = Keystile(
+        {
+            "store": "memory://",
+            "limits": {"key": "100/minute"},
+            "routes": [{"path": "/x", "scopes": ["events:read"]}],
+        },
+        pepper=PEPPER,
+    )
+    yield ks
+    ks.close()
 
 
 def compiled_modules() -> list[str]:
@@ -52,11 +70,10 @@ def test_each_listed_module_is_compiled_exactly_in_the_compiled_build(name: str)
     assert compiled is COMPILED, f"{name} is pure Python in the compiled build: {module.__file__}"
 
 
-def test_an_app_may_subclass_the_asgi_middleware() -> None:
+def test_an_app_may_subclass_the_asgi_middleware(engine: Keystile) -> None:
     # A compiled class refuses interpreted subclasses unless it allows them.
     import asyncio
 
-    from keystile import Keystile
     from keystile.asgi import KeystileMiddleware
 
     refused: list[int] = []
@@ -77,20 +94,15 @@ def test_an_app_may_subclass_the_asgi_middleware() -> None:
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    engine = Keystile(
-        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
-        pepper=b"p" * 32,
-    )
     scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
     asyncio.run(Counting(app, engine)(scope, receive, send))
     assert refused == [401]
     assert sent[0]["status"] == 401
 
 
-def test_an_app_may_subclass_the_wsgi_middleware() -> None:
+def test_an_app_may_subclass_the_wsgi_middleware(engine: Keystile) -> None:
     from werkzeug.test import Client
 
-    from keystile import Keystile
     from keystile.wsgi import KeystileMiddleware
 
     seen: list[str] = []
@@ -103,55 +115,37 @@ def test_an_app_may_subclass_the_wsgi_middleware() -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         raise AssertionError("a request without a key never reaches the app")
 
-    engine = Keystile(
-        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
-        pepper=b"p" * 32,
-    )
     assert Client(Logging(app, engine=engine)).get("/x").status_code == 401
     assert seen == ["/x"]
 
 
-def test_uvicorn_takes_the_asgi_middleware_for_asgi3() -> None:
+def test_uvicorn_takes_the_asgi_middleware_for_asgi3(engine: Keystile) -> None:
     # Served as the top-level app, uvicorn tells ASGI 3 from ASGI 2 by
     # whether __call__ is a coroutine function; a compiled coroutine must
     # still say it is one (older mypyc did not), or every request fails.
     import uvicorn
 
-    from keystile import Keystile
     from keystile.asgi import KeystileMiddleware
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         pass
 
-    engine = Keystile(
-        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
-        pepper=b"p" * 32,
-    )
     config = uvicorn.Config(KeystileMiddleware(app, engine), lifespan="off")
     config.load()
     assert config.interface == "asgi3"
 
 
-def test_a_wsgi_app_may_start_its_response_with_a_tuple_of_headers() -> None:
+def test_a_wsgi_app_may_start_its_response_with_a_tuple_of_headers(engine: Keystile) -> None:
     # PEP 3333 asks for a list; servers take a tuple too, and so must the
     # door that adds the rate-limit headers, compiled or not.
     from werkzeug.test import Client
 
-    from keystile import Keystile
     from keystile.wsgi import KeystileMiddleware
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", (("Content-Type", "text/plain"),))
         return [b"ok"]
 
-    engine = Keystile(
-        {
-            "store": "memory://",
-            "limits": {"key": "100/minute"},
-            "routes": [{"path": "/x", "scopes": ["events:read"]}],
-        },
-        pepper=b"p" * 32,
-    )
     secret = engine.keys.create(name="t", scopes=["events:read"]).secret
     reply = Client(KeystileMiddleware(app, engine=engine)).get(
         "/x", headers={"Authorization": f"Bearer {secret}"}
@@ -161,7 +155,7 @@ def test_a_wsgi_app_may_start_its_response_with_a_tuple_of_headers() -> None:
     assert reply.headers["X-RateLimit-Limit"] == "100"
 
 
-def test_the_principal_an_app_receives_copies_and_subclasses_in_either_build() -> None:
+def test_the_principal_an_app_receives_copies_and_subclasses(engine: Keystile) -> None:
     # The one keystile object apps keep and pass around: kept out of the
     # compiled modules, where a frozen dataclass refuses copy.copy (it is
     # rebuilt through its frozen __setattr__) and Python subclasses.
@@ -170,7 +164,7 @@ def test_the_principal_an_app_receives_copies_and_subclasses_in_either_build() -
 
     from werkzeug.test import Client
 
-    from keystile import Keystile, Principal
+    from keystile import Principal
     from keystile.wsgi import KeystileMiddleware
 
     received: list[Principal] = []
@@ -180,10 +174,6 @@ def test_the_principal_an_app_receives_copies_and_subclasses_in_either_build() -
         start_response("200 OK", [])
         return [b""]
 
-    engine = Keystile(
-        {"store": "memory://", "routes": [{"path": "/x", "scopes": ["events:read"]}]},
-        pepper=b"p" * 32,
-    )
     secret = engine.keys.create(name="t", scopes=["events:read"], metadata={"team": "d"}).secret
     door = KeystileMiddleware(app, engine=engine)
     assert Client(door).get("/x", headers={"x-api-key": secret}).status_code == 200

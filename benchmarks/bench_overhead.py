@@ -60,9 +60,9 @@ REALISTIC: dict[str, Any] = {
 def keystile_build() -> str:
     """Which build of keystile this interpreter imports (docs/performance.md)."""
     import keystile.pipeline
+    from keystile._mypyc import compiled
 
-    compiled = not (keystile.pipeline.__file__ or "").endswith(".py")
-    return "compiled (mypyc)" if compiled else "pure Python"
+    return "compiled (mypyc)" if compiled(keystile.pipeline) else "pure Python"
 
 
 def starlette_hello() -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from keystile import Keystile
+from keystile._mypyc import compiled
 from tests.conftest import PEPPER
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -61,13 +62,12 @@ def test_the_hook_lists_the_request_path() -> None:
 def test_each_listed_module_is_compiled_exactly_in_the_compiled_build(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
-    compiled = not module.__file__.endswith(".py")
-    if compiled and not COMPILED:
+    if compiled(module) and not COMPILED:
         pytest.fail(
             f"{name} is compiled ({module.__file__}) in a run of the pure build: a"
             " compiled build made in the checkout left it in src/; delete src/**/*.so"
         )
-    assert compiled is COMPILED, f"{name} is pure Python in the compiled build: {module.__file__}"
+    assert compiled(module) is COMPILED, f"{name} is pure in the compiled build: {module.__file__}"
 
 
 def test_an_app_may_subclass_the_asgi_middleware(engine: Keystile) -> None:

@@ -1,4 +1,7 @@
-"""``mypyc_attr``, for the classes of the compiled build (docs/performance.md).
+"""The compiled build's two needs at run time (docs/performance.md).
+
+``compiled`` tells whether a module was imported compiled; ``mypyc_attr``
+marks the classes of the compiled modules.
 
 Compiled by mypyc, a class refuses subclasses written in Python unless it
 is marked ``@mypyc_attr(allow_interpreted_subclasses=True)``; apps subclass
@@ -10,11 +13,18 @@ a no-op.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import TypeVar
 
-__all__ = ["mypyc_attr"]
+__all__ = ["compiled", "mypyc_attr"]
 
 _Class = TypeVar("_Class", bound=type)
+
+
+def compiled(module: ModuleType) -> bool:
+    """Whether ``module`` was imported from an extension mypyc built, not from its ``.py``."""
+    return module.__file__ is not None and not module.__file__.endswith(".py")
+
 
 try:
     from mypy_extensions import mypyc_attr
